@@ -1,0 +1,3 @@
+module stdlb
+
+go 1.26
