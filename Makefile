@@ -1,0 +1,38 @@
+# The two commands a newcomer needs:
+#   make run   builds, starts three test backends on 127.0.0.1:9001-9003 and
+#              the balancer on :8080 with config.json; Ctrl-C stops them all.
+#   make test  gofmt check, go vet, the race-enabled tests, and every
+#              benchmark once in short form so none can rot.
+# Only Go is needed.
+
+GO ?= go
+BIN := bin
+
+.PHONY: run build test bench fuzz clean
+
+build:
+	$(GO) build -o $(BIN)/stdlb .
+	$(GO) build -o $(BIN)/testbackend ./testbackend
+
+# The backends run in the background of this shell; the trap stops them
+# (by PID) however the balancer ends, Ctrl-C included.
+run: build
+	@set -u; pids=""; \
+	trap 'kill $$pids 2>/dev/null; wait' EXIT INT TERM; \
+	for i in 1 2 3; do \
+		./$(BIN)/testbackend -addr 127.0.0.1:900$$i -name b$$i -quiet & pids="$$pids $$!"; \
+	done; \
+	./$(BIN)/stdlb -config config.json
+
+test:
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \
+		echo "gofmt would change these files:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+	$(GO) test -run '^$$' -bench . -benchtime 100x ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s .
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,348 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// checkShape walks the decoded JSON against the Config type and reports, by
+// field path, every unknown field, every value of the wrong type and every
+// malformed duration. encoding/json stops at the first unknown field and
+// names no path, and an operator fixing a file wants the whole list at once.
+func checkShape(path string, v any, target any, problems []string) []string {
+	return shapeOf(path, v, reflect.TypeOf(target).Elem(), problems)
+}
+
+var durationType = reflect.TypeFor[Duration]()
+
+func shapeOf(path string, v any, t reflect.Type, problems []string) []string {
+	if v == nil {
+		return problems // null keeps the default
+	}
+	bad := func(want string) []string {
+		return append(problems, fmt.Sprintf("%s: want %s, got %s", pathOrTop(path), want, jsonKind(v)))
+	}
+	if t == durationType {
+		s, ok := v.(string)
+		if !ok {
+			return bad(`a duration string such as "5s"`)
+		}
+		if _, err := time.ParseDuration(s); err != nil {
+			return append(problems, fmt.Sprintf("%s: %q is not a duration (use a number and a unit: 500ms, 2s, 1m)", path, s))
+		}
+		return problems
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return bad("an object")
+		}
+		fields := map[string]reflect.Type{}
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			fields[name] = f.Type
+		}
+		for _, k := range slices.Sorted(mapKeys(m)) {
+			p := joinPath(path, k)
+			ft, ok := fields[k]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("%s: unknown field (known: %s)", p, strings.Join(slices.Sorted(mapKeys(fields)), ", ")))
+				continue
+			}
+			problems = shapeOf(p, m[k], ft, problems)
+		}
+	case reflect.Slice:
+		list, ok := v.([]any)
+		if !ok {
+			return bad("a list")
+		}
+		for i, e := range list {
+			problems = shapeOf(fmt.Sprintf("%s[%d]", path, i), e, t.Elem(), problems)
+		}
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			return bad("a string")
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			return bad("true or false")
+		}
+	case reflect.Int, reflect.Int64:
+		n, ok := v.(json.Number)
+		if !ok {
+			return bad("a whole number")
+		}
+		if _, err := n.Int64(); err != nil {
+			return bad("a whole number")
+		}
+	case reflect.Float64:
+		if _, ok := v.(json.Number); !ok {
+			return bad("a number")
+		}
+	}
+	return problems
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func pathOrTop(path string) string {
+	if path == "" {
+		return "(top level)"
+	}
+	return path
+}
+
+func jsonKind(v any) string {
+	switch v := v.(type) {
+	case string:
+		return fmt.Sprintf("string %q", v)
+	case json.Number:
+		return "number " + v.String()
+	case bool:
+		return fmt.Sprint(v)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// headerName is an HTTP field name (RFC 9110 token).
+var headerName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+// envName is a portable environment variable name.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// validate checks the meaning of every field and returns one problem per
+// line, each starting with its field path. Fields already reported by
+// checkShape (in shapeProblems) are not reported again.
+func (c *Config) validate(shapeProblems []string) []string {
+	var ps []string
+	reported := func(path string) bool {
+		for _, p := range shapeProblems {
+			if strings.HasPrefix(p, "(top level)") {
+				return true
+			}
+			if strings.HasPrefix(p, path+":") || strings.HasPrefix(p, path+".") || strings.HasPrefix(p, path+"[") {
+				return true
+			}
+		}
+		return false
+	}
+	add := func(path, format string, args ...any) {
+		if !reported(path) {
+			ps = append(ps, path+": "+fmt.Sprintf(format, args...))
+		}
+	}
+	positive := func(path string, d Duration) {
+		if d <= 0 {
+			add(path, "must be more than 0, got %s", d.D())
+		}
+	}
+
+	checkListen(add, "listen", c.Listen, false)
+	switch c.Algorithm {
+	case "round-robin", "weighted-round-robin", "least-connections":
+	default:
+		add("algorithm", "unknown algorithm %q (want round-robin, weighted-round-robin or least-connections)", c.Algorithm)
+	}
+	if len(c.Backends) == 0 {
+		add("backends", "at least one backend is needed")
+	}
+	seen := map[string]int{}
+	for i, b := range c.Backends {
+		p := fmt.Sprintf("backends[%d]", i)
+		if msg := checkBackendURL(b.URL); msg != "" {
+			add(p+".url", "%s", msg)
+		} else if j, dup := seen[canonicalURL(b.URL)]; dup {
+			add(p+".url", "%s duplicates backends[%d]", b.URL, j)
+		} else {
+			seen[canonicalURL(b.URL)] = i
+		}
+		if b.Weight < 0 || b.Weight > 1000 {
+			add(p+".weight", "must be between 1 and 1000 (0 or absent means 1), got %d", b.Weight)
+		}
+	}
+
+	h := c.HealthCheck
+	if !strings.HasPrefix(h.Path, "/") {
+		add("health_check.path", "must start with /, got %q", h.Path)
+	}
+	positive("health_check.interval", h.Interval)
+	positive("health_check.timeout", h.Timeout)
+	if h.HealthyThreshold < 1 {
+		add("health_check.healthy_threshold", "must be 1 or more, got %d", h.HealthyThreshold)
+	}
+	if h.UnhealthyThreshold < 1 {
+		add("health_check.unhealthy_threshold", "must be 1 or more, got %d", h.UnhealthyThreshold)
+	}
+	if c.Retries < 0 || c.Retries > 10 {
+		add("retries", "must be between 0 and 10, got %d", c.Retries)
+	}
+	t := c.Timeouts
+	positive("timeouts.read_header", t.ReadHeader)
+	positive("timeouts.read_body", t.ReadBody)
+	positive("timeouts.idle", t.Idle)
+	positive("timeouts.backend_dial", t.BackendDial)
+	positive("timeouts.backend_response", t.BackendResponse)
+	positive("timeouts.shutdown", t.Shutdown)
+	if c.MaxHeaderBytes < 4096 || c.MaxHeaderBytes > 16<<20 {
+		add("max_header_bytes", "must be between 4096 and 16777216, got %d", c.MaxHeaderBytes)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		add("log_format", "want \"text\" or \"json\", got %q", c.LogFormat)
+	}
+
+	r := c.RateLimit
+	if r.Capacity < 1 {
+		add("rate_limit.capacity", "must be 1 or more, got %d", r.Capacity)
+	}
+	if !(r.RefillRate > 0) || r.RefillRate > 1e9 {
+		add("rate_limit.refill_rate", "must be more than 0 tokens per second, got %v", r.RefillRate)
+	}
+	positive("rate_limit.refill_interval", r.RefillInterval)
+	if r.RefillInterval > Seconds(60) {
+		add("rate_limit.refill_interval", "must be at most 1m, got %s", r.RefillInterval.D())
+	}
+	if r.KeyHeader != "" && !headerName.MatchString(r.KeyHeader) {
+		add("rate_limit.key_header", "%q is not a valid header name", r.KeyHeader)
+	}
+	if r.MaxKeyLength < 1 || r.MaxKeyLength > 4096 {
+		add("rate_limit.max_key_length", "must be between 1 and 4096, got %d", r.MaxKeyLength)
+	}
+	for i, s := range r.TrustedProxies {
+		if _, err := parsePrefix(s); err != nil {
+			add(fmt.Sprintf("rate_limit.trusted_proxies[%d]", i), "%v", err)
+		}
+	}
+	if r.ClientsFile == "" {
+		add("rate_limit.clients_file", "must name the file that keeps per-client limits")
+	}
+	if r.MaxClients < 1 {
+		add("rate_limit.max_clients", "must be 1 or more, got %d", r.MaxClients)
+	}
+	positive("rate_limit.idle_timeout", r.IdleTimeout)
+	if r.Instances < 1 || r.Instances > 1000 {
+		add("rate_limit.instances", "must be between 1 and 1000, got %d", r.Instances)
+	}
+
+	if c.Admin.Listen != "" {
+		checkListen(add, "admin.listen", c.Admin.Listen, true)
+	}
+	if !envName.MatchString(c.Admin.TokenEnv) {
+		add("admin.token_env", "%q is not an environment variable name", c.Admin.TokenEnv)
+	}
+	if c.Runtime.GOGC < -1 {
+		add("runtime.gogc", "must be -1 (off), 0 (runtime default) or a percentage, got %d", c.Runtime.GOGC)
+	}
+	if c.Runtime.MemoryLimit != "" {
+		if _, err := parseBytes(c.Runtime.MemoryLimit); err != nil {
+			add("runtime.memory_limit", "%v", err)
+		}
+	}
+	return ps
+}
+
+func checkListen(add func(string, string, ...any), path, addr string, needHost bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		add(path, "want host:port or :port, got %q", addr)
+		return
+	}
+	if needHost && host == "" {
+		add(path, "name the address to listen on, e.g. 127.0.0.1%s (an empty host listens on every interface)", addr)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		add(path, "bad port %q", port)
+	}
+}
+
+// checkBackendURL returns why s is not a usable backend URL, or "".
+func checkBackendURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case s == "":
+		return "missing (want e.g. http://127.0.0.1:9001)"
+	case !strings.Contains(s, "://"):
+		return fmt.Sprintf("%q has no http:// or https:// scheme", s)
+	case err != nil:
+		return fmt.Sprintf("cannot parse %q: %v", s, err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Sprintf("%q has no http:// or https:// scheme", s)
+	case u.Host == "" || u.Hostname() == "":
+		return fmt.Sprintf("%q has no host", s)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return fmt.Sprintf("%q has a path, query or fragment; give only scheme, host and port (requests keep their own path)", s)
+	case u.User != nil:
+		return fmt.Sprintf("%q carries credentials; they are not supported", s)
+	}
+	return ""
+}
+
+// canonicalURL is a backend URL as the balancer keys it.
+func canonicalURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	u.Path = ""
+	u.Host = strings.ToLower(u.Host)
+	return u.String()
+}
+
+// parsePrefix reads a CIDR ("10.0.0.0/8") or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR network", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// parseBytes reads a size such as 512MiB, 2GiB or 1000000.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		num, ok := strings.CutSuffix(s, u.suffix)
+		if !ok {
+			continue
+		}
+		var n int64
+		if _, err := fmt.Sscan(num, &n); err != nil || n <= 0 || fmt.Sprint(n) != num {
+			break
+		}
+		return n * u.mult, nil
+	}
+	return 0, fmt.Errorf("%q is not a size (want e.g. 512MiB or 2GiB)", s)
+}

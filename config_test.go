@@ -1,0 +1,167 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimalConfig = `{"backends": [{"url": "http://127.0.0.1:9001"}]}`
+
+func TestParseConfig_Defaults(t *testing.T) {
+	cfg, err := ParseConfig([]byte(minimalConfig), Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := defaultConfig()
+	want.Backends = []BackendConfig{{URL: "http://127.0.0.1:9001"}}
+	if cfg.Listen != ":8080" || cfg.Algorithm != "round-robin" || cfg.Retries != 2 ||
+		cfg.Timeouts.Shutdown.D() != 15*time.Second || cfg.RateLimit.Capacity != 100 ||
+		cfg.Admin.Listen != "127.0.0.1:9090" || !slices.Equal(cfg.Backends, want.Backends) {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestParseConfig_ShippedFileIsValid(t *testing.T) {
+	cfg, err := LoadConfig("config.json", Overrides{})
+	if err != nil {
+		t.Fatalf("config.json: %v", err)
+	}
+	if len(cfg.Backends) != 3 || !cfg.RateLimit.Enabled || cfg.HealthCheck.Interval.D() != 2*time.Second {
+		t.Fatalf("config.json read as %+v", cfg)
+	}
+}
+
+func TestParseConfig_OverridesWin(t *testing.T) {
+	cfg, err := ParseConfig([]byte(minimalConfig), Overrides{Listen: "127.0.0.1:7000", Backends: "http://a:1, http://b:2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:7000" || len(cfg.Backends) != 2 || cfg.Backends[1].URL != "http://b:2" {
+		t.Fatalf("overrides not applied: listen %q backends %+v", cfg.Listen, cfg.Backends)
+	}
+	_, err = ParseConfig([]byte(minimalConfig), Overrides{Backends: "127.0.0.1:9001"})
+	wantProblems(t, err, `backends[0].url: "127.0.0.1:9001" has no http:// or https:// scheme`)
+}
+
+func wantProblems(t *testing.T, err error, want ...string) {
+	t.Helper()
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("error = %v, want a *ConfigError", err)
+	}
+	if !slices.Equal(ce.Problems, want) {
+		t.Fatalf("problems:\n  %s\nwant:\n  %s", strings.Join(ce.Problems, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
+	tests := []struct {
+		name string
+		json string
+		want []string
+	}{
+		{"unknown fields, all of them", `{"backends": [{"url": "http://a:1", "wieght": 2}], "listne": ":1"}`, []string{
+			"backends[0].wieght: unknown field (known: url, weight)",
+			"listne: unknown field (known: access_log, admin, algorithm, backends, health_check, listen, log_format, max_header_bytes, rate_limit, retries, runtime, timeouts)",
+		}},
+		{"backend URL without scheme or host", `{"backends": [{"url": "127.0.0.1:9001"}, {"url": "http://"}, {"url": ""}]}`, []string{
+			`backends[0].url: "127.0.0.1:9001" has no http:// or https:// scheme`,
+			`backends[1].url: "http://" has no host`,
+			"backends[2].url: missing (want e.g. http://127.0.0.1:9001)",
+		}},
+		{"backend URL with a path", `{"backends": [{"url": "http://a:1/api"}]}`, []string{
+			`backends[0].url: "http://a:1/api" has a path, query or fragment; give only scheme, host and port (requests keep their own path)`,
+		}},
+		{"duplicate backend", `{"backends": [{"url": "http://a:1"}, {"url": "http://A:1/"}]}`, []string{
+			"backends[1].url: http://A:1/ duplicates backends[0]",
+		}},
+		{"negative weight", `{"backends": [{"url": "http://a:1", "weight": -1}]}`, []string{
+			"backends[0].weight: must be between 1 and 1000 (0 or absent means 1), got -1",
+		}},
+		{"no backends", `{"backends": []}`, []string{"backends: at least one backend is needed"}},
+		{"unknown algorithm", `{"algorithm": "random", "backends": [{"url": "http://a:1"}]}`, []string{
+			`algorithm: unknown algorithm "random" (want round-robin, weighted-round-robin or least-connections)`,
+		}},
+		{"non-positive intervals", `{"backends": [{"url": "http://a:1"}], "health_check": {"interval": "0s", "timeout": "-1s"}}`, []string{
+			"health_check.interval: must be more than 0, got 0s",
+			"health_check.timeout: must be more than 0, got -1s",
+		}},
+		{"unparsable durations", `{"backends": [{"url": "http://a:1"}], "timeouts": {"idle": "5 minutes", "shutdown": 15}}`, []string{
+			`timeouts.idle: "5 minutes" is not a duration (use a number and a unit: 500ms, 2s, 1m)`,
+			"timeouts.shutdown: want a duration string such as \"5s\", got number 15",
+		}},
+		{"wrong types", `{"backends": {"url": "http://a:1"}, "retries": "two", "access_log": "yes"}`, []string{
+			"access_log: want true or false, got string \"yes\"",
+			"backends: want a list, got an object",
+			"retries: want a whole number, got string \"two\"",
+		}},
+		{"rate limit settings", `{"backends": [{"url": "http://a:1"}], "rate_limit": {"capacity": 0, "refill_rate": -1, "trusted_proxies": ["10.0.0.0/8", "nope"], "key_header": "X Key"}}`, []string{
+			"rate_limit.capacity: must be 1 or more, got 0",
+			"rate_limit.refill_rate: must be more than 0 tokens per second, got -1",
+			`rate_limit.key_header: "X Key" is not a valid header name`,
+			`rate_limit.trusted_proxies[1]: "nope" is neither an address nor a CIDR network`,
+		}},
+		{"listen addresses", `{"listen": "8080", "backends": [{"url": "http://a:1"}], "admin": {"listen": ":9090"}}`, []string{
+			`listen: want host:port or :port, got "8080"`,
+			"admin.listen: name the address to listen on, e.g. 127.0.0.1:9090 (an empty host listens on every interface)",
+		}},
+		{"not JSON", "{\n  \"listen\": \":8080\",\n}", []string{
+			"not valid JSON: line 3, column 2: invalid character '}' looking for beginning of object key string",
+		}},
+		{"not an object", `[1, 2]`, []string{"(top level): want an object, got a list"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.json), Overrides{})
+			wantProblems(t, err, tt.want...)
+		})
+	}
+}
+
+func TestLoadConfig_NamesTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lb.json")
+	os.WriteFile(path, []byte(`{"backends": [{"url": "ftp://a"}]}`), 0o644)
+	_, err := LoadConfig(path, Overrides{})
+	if err == nil || err.Error() != path+`: backends[0].url: "ftp://a" has no http:// or https:// scheme` {
+		t.Fatalf("error = %v", err)
+	}
+	_, err = LoadConfig(filepath.Join(t.TempDir(), "missing.json"), Overrides{})
+	if err == nil || !strings.Contains(err.Error(), "config file: open ") {
+		t.Fatalf("missing file error = %v", err)
+	}
+}
+
+// FuzzParseConfig feeds arbitrary bytes to the parser: it must never
+// panic, and whatever it accepts must satisfy the invariants the balancer
+// relies on.
+func FuzzParseConfig(f *testing.F) {
+	seed, _ := os.ReadFile("config.json")
+	f.Add(seed)
+	f.Add([]byte(minimalConfig))
+	f.Add([]byte(`{"backends": [{"url": "http://a:1", "weight": 3}], "algorithm": "least-connections"}`))
+	f.Add([]byte(`{"timeouts": {"idle": "1h"}, "rate_limit": {"refill_rate": 0.1}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig(data, Overrides{})
+		if err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) || len(ce.Problems) == 0 {
+				t.Fatalf("error is not a ConfigError with problems: %v", err)
+			}
+			return
+		}
+		if len(cfg.Backends) == 0 || cfg.HealthCheck.Interval <= 0 || cfg.RateLimit.Capacity < 1 ||
+			!(cfg.RateLimit.RefillRate > 0) || cfg.Retries < 0 {
+			t.Fatalf("accepted an invalid config: %+v", cfg)
+		}
+		for _, b := range cfg.Backends {
+			if checkBackendURL(b.URL) != "" {
+				t.Fatalf("accepted backend %q", b.URL)
+			}
+		}
+	})
+}

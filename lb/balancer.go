@@ -1,0 +1,275 @@
+// Package lb is an HTTP load balancer: it picks a healthy backend for each
+// request with a pluggable policy, proxies the request with
+// httputil.ReverseProxy over one shared keep-alive Transport, retries on
+// another backend when that is safe, checks backends' health actively and
+// passively, and logs what it did in words a person can act on.
+package lb
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Admission is an admission hook's verdict on a request (see
+// Options.Admit).
+type Admission struct {
+	// Allowed lets the request through. When false, the hook has already
+	// written the answer.
+	Allowed bool
+	// Limited marks a rate-limit refusal in the access log.
+	Limited bool
+	// KeyKind names what the client was identified by ("ip" or "key") for
+	// the access log; empty when no limiter ran.
+	KeyKind string
+	// Key identifies an API-key client in the access log. It must be safe
+	// to print: a tag of the key, never the key itself.
+	Key string
+}
+
+// Options are the balancer's collaborators. The zero value is usable: no
+// logging, no admission hook.
+type Options struct {
+	// Logger receives events and errors: backends going down and coming
+	// back, retries, failed requests, reloads. Nil discards them.
+	Logger *slog.Logger
+	// AccessLog receives one line per request when Config.AccessLog is on.
+	// Nil uses Logger.
+	AccessLog *slog.Logger
+	// Admit, if set, is called for every request before a backend is
+	// picked, with the writer the access log records. Rate limiting plugs
+	// in here.
+	Admit func(http.ResponseWriter, *http.Request) Admission
+}
+
+// Balancer is an http.Handler that spreads requests over backends. Create
+// it with New; run its health checks with RunHealthChecks; change its
+// configuration with Apply. It is safe for concurrent use.
+//
+// A request whose backend cannot be reached is retried on another backend,
+// up to Config.Retries times: after a connection failure always (the
+// backend never saw it), after a broken connection only when the method is
+// idempotent and there is no body to replay. Answers the balancer makes
+// itself are JSON {"error": ...}: 503 when no backend is healthy, 502 when
+// backends failed and retries ran out, 504 when a backend sent no response
+// headers within Config.ResponseTimeout.
+type Balancer struct {
+	opts   Options
+	log    *slog.Logger
+	access *slog.Logger
+
+	// pool is the configuration generation in use; Apply swaps it.
+	pool atomic.Pointer[pool]
+	// applyMu serialises Apply so two reloads cannot interleave their
+	// read-modify-swap of pool.
+	applyMu sync.Mutex
+
+	exchanges sync.Pool // *exchange, reused across requests
+	buffers   bufferPool
+	upgrades  atomic.Int64 // upgraded (WebSocket) connections open now
+	started   time.Time
+}
+
+// New returns a balancer for cfg. It starts no goroutine: call
+// RunHealthChecks.
+func New(cfg Config, opts Options) (*Balancer, error) {
+	b := &Balancer{opts: opts, log: opts.Logger, access: opts.AccessLog, started: time.Now()}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	if b.access == nil {
+		b.access = b.log
+	}
+	b.exchanges.New = func() any { return newExchange(b) }
+	p, err := newPool(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	b.pool.Store(p)
+	return b, nil
+}
+
+// Apply makes cfg the configuration for new requests, atomically. Requests
+// in flight finish with the configuration they started with. Backends that
+// stay keep their health and counters. On error nothing changes.
+func (b *Balancer) Apply(cfg Config) error {
+	b.applyMu.Lock()
+	old := b.pool.Load()
+	p, err := newPool(cfg, old)
+	if err == nil {
+		b.pool.Store(p)
+	}
+	b.applyMu.Unlock()
+	if err != nil {
+		return err
+	}
+	var added, removed []string
+	inNew := map[*Backend]bool{}
+	for _, be := range p.backends {
+		inNew[be] = true
+	}
+	inOld := map[*Backend]bool{}
+	for _, be := range old.backends {
+		inOld[be] = true
+		if !inNew[be] {
+			removed = append(removed, be.name)
+		}
+	}
+	for _, be := range p.backends {
+		if !inOld[be] {
+			added = append(added, be.name)
+		}
+	}
+	b.log.Info("configuration applied", "backends", len(p.backends), "algorithm", p.cfg.Algorithm,
+		"added", added, "removed", removed)
+	if old.transport != p.transport {
+		// Idle connections of the old transport would linger until their
+		// timeout; in-flight ones finish and are closed when they go idle.
+		old.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+// ServeHTTP proxies r to a backend.
+func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ex := b.exchanges.Get().(*exchange)
+	ex.begin(w, r, b.pool.Load())
+	defer b.finish(ex)
+	if b.opts.Admit != nil {
+		ex.adm = b.opts.Admit(&ex.rw, r)
+		if !ex.adm.Allowed {
+			return
+		}
+	}
+	i := ex.pool.policy.Pick(0)
+	if i < 0 {
+		ex.noBackend()
+		return
+	}
+	ex.use(i)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &bodyReader{rc: r.Body, ctl: http.NewResponseController(w), timeout: ex.pool.cfg.ReadBodyTimeout}
+	}
+	ex.rp.ServeHTTP(&ex.rw, r)
+}
+
+// finish runs after every request, also when ReverseProxy aborts the
+// response by panicking with http.ErrAbortHandler: it releases the backend,
+// logs, and lets the panic go on to net/http, which drops the connection.
+func (b *Balancer) finish(ex *exchange) {
+	p := recover()
+	if ex.cur >= 0 {
+		ex.backend().inFlight.Add(-1)
+	}
+	if ex.upgraded {
+		b.upgrades.Add(-1)
+	}
+	if p != nil {
+		ex.aborted(p)
+	}
+	if ex.pool.cfg.AccessLog {
+		ex.logAccess()
+	}
+	ex.reset()
+	b.exchanges.Put(ex)
+	if p != nil {
+		panic(p)
+	}
+}
+
+// Upgrades returns the number of upgraded (WebSocket) connections open now.
+// http.Server.Shutdown does not wait for them; a caller draining the
+// balancer waits for this to reach zero, then cancels the requests' base
+// context to close the rest.
+func (b *Balancer) Upgrades() int64 { return b.upgrades.Load() }
+
+// WaitUpgrades waits until no upgraded connection is open or ctx ends.
+func (b *Balancer) WaitUpgrades(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for b.upgrades.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Status returns a snapshot of every backend in the configuration in use.
+func (b *Balancer) Status() []BackendStatus {
+	p := b.pool.Load()
+	out := make([]BackendStatus, len(p.backends))
+	for i, be := range p.backends {
+		out[i] = be.status(p.weights[i])
+	}
+	return out
+}
+
+// Started returns when the balancer was created.
+func (b *Balancer) Started() time.Time { return b.started }
+
+// bodyReader gives each read of a request body its own deadline, like
+// nginx's client_body_timeout: a slow but steady upload goes on, a stalled
+// one fails after timeout. When the body ends the deadline is cleared, so it
+// cannot cut a long streaming answer that follows.
+type bodyReader struct {
+	rc      io.ReadCloser
+	ctl     *http.ResponseController
+	timeout time.Duration
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	b.ctl.SetReadDeadline(time.Now().Add(b.timeout))
+	n, err := b.rc.Read(p)
+	if err != nil {
+		b.ctl.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+func (b *bodyReader) Close() error { return b.rc.Close() }
+
+// bufferPool gives ReverseProxy 32 KiB copy buffers. It stores array
+// pointers so that Put does not allocate an interface box for a slice.
+type bufferPool struct{ p sync.Pool }
+
+const copyBufferSize = 32 << 10
+
+func (bp *bufferPool) Get() []byte {
+	if v := bp.p.Get(); v != nil {
+		return v.(*[copyBufferSize]byte)[:]
+	}
+	return make([]byte, copyBufferSize)
+}
+
+func (bp *bufferPool) Put(buf []byte) {
+	if len(buf) == copyBufferSize {
+		bp.p.Put((*[copyBufferSize]byte)(buf))
+	}
+}
+
+// errorLogSink collects what ReverseProxy logs about one request (a body
+// copy that failed, an upgrade that went wrong) so the balancer can log it
+// once, with the backend and the request it concerns.
+type errorLogSink struct{ msg string }
+
+func (s *errorLogSink) Write(p []byte) (int, error) {
+	s.msg = string(p[:len(p)-min(len(p), 1)])
+	return len(p), nil
+}
+
+var _ io.Writer = (*errorLogSink)(nil)
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

@@ -1,0 +1,304 @@
+package lb
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"time"
+)
+
+// exchange is the balancer's state for one request: the backend chosen, the
+// ones tried, what went wrong. ReverseProxy has no per-request hook for such
+// state, so each exchange carries its own ReverseProxy whose Rewrite,
+// Transport and ErrorHandler are bound to it. Exchanges are pooled, so the
+// closures and the ReverseProxy are made once per pooled value, not once per
+// request.
+type exchange struct {
+	b  *Balancer
+	rp httputil.ReverseProxy
+	rw recorder
+	// proxyLog is ReverseProxy's ErrorLog; it writes into sink.
+	proxyLog *log.Logger
+	sink     errorLogSink
+
+	in       *http.Request
+	pool     *pool
+	start    time.Time
+	adm      Admission
+	cur      int    // index of the backend in use, -1 before one is picked
+	tried    uint64 // bit set of backend indexes tried
+	attempts int
+	fail     failure // last failure seen, for the answer and the log
+	failErr  error
+	upgraded bool
+	gone     bool // the client went away
+	broken   bool // the answer was cut off mid-body
+}
+
+func newExchange(b *Balancer) *exchange {
+	ex := &exchange{b: b, cur: -1}
+	ex.proxyLog = log.New(&ex.sink, "", 0)
+	ex.rp = httputil.ReverseProxy{
+		Rewrite:      ex.rewrite,
+		Transport:    ex,
+		ErrorHandler: ex.errorHandler,
+		BufferPool:   &b.buffers,
+		ErrorLog:     ex.proxyLog,
+	}
+	return ex
+}
+
+func (ex *exchange) begin(w http.ResponseWriter, r *http.Request, p *pool) {
+	ex.rw.w = w
+	ex.in = r
+	ex.pool = p
+	ex.start = time.Now()
+}
+
+// reset clears the per-request fields before the exchange is pooled again.
+func (ex *exchange) reset() {
+	ex.rw = recorder{}
+	ex.in, ex.pool, ex.adm = nil, nil, Admission{}
+	ex.cur, ex.tried, ex.attempts = -1, 0, 0
+	ex.fail, ex.failErr = failNone, nil
+	ex.upgraded, ex.gone, ex.broken = false, false, false
+	ex.sink.msg = ""
+}
+
+func (ex *exchange) backend() *Backend { return ex.pool.backends[ex.cur] }
+
+// use makes backend i the one in use, moving the in-flight count to it.
+func (ex *exchange) use(i int) {
+	if ex.cur >= 0 {
+		ex.backend().inFlight.Add(-1)
+	}
+	ex.cur = i
+	ex.tried |= 1 << (uint(i) & 63)
+	ex.attempts++
+	ex.backend().inFlight.Add(1)
+}
+
+// rewrite points the outgoing request at the chosen backend and sets the
+// X-Forwarded-* headers. The Host header is passed through as the client
+// sent it, as HAProxy, Traefik and Caddy do; X-Forwarded-Host carries it too.
+func (ex *exchange) rewrite(pr *httputil.ProxyRequest) {
+	u := ex.backend().URL
+	pr.Out.URL.Scheme = u.Scheme
+	pr.Out.URL.Host = u.Host
+	_, _, trusted := ex.pool.cfg.TrustedProxies.ClientIP(pr.In)
+	if trusted {
+		// A trusted proxy's chain is kept and our peer appended; anyone
+		// else's X-Forwarded-* headers were stripped by ReverseProxy, because
+		// a client can write whatever it likes there.
+		if xff := pr.In.Header["X-Forwarded-For"]; len(xff) > 0 {
+			pr.Out.Header["X-Forwarded-For"] = xff
+		}
+	}
+	pr.SetXForwarded()
+	if trusted {
+		for _, h := range [...]string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v := pr.In.Header[h]; len(v) > 0 {
+				pr.Out.Header[h] = v
+			}
+		}
+	}
+}
+
+// RoundTrip sends the request to the backend in use and, when the failure
+// allows it, to others in turn. It makes the exchange the ReverseProxy's
+// Transport: retrying here, below ReverseProxy, means the response is
+// written once, by ReverseProxy, from whichever attempt succeeded.
+func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		// http.Transport closes the body when it fails, even when it failed
+		// to connect and read nothing; shield it so a POST refused by one
+		// backend can still go to another. ReverseProxy closes the real body
+		// when the request ends.
+		req.Body = keepOpen{req.Body}
+	}
+	for {
+		be := ex.backend()
+		be.requests.Add(1)
+		resp, err := ex.pool.transport.RoundTrip(req)
+		if err == nil {
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				ex.upgraded = true
+				ex.b.upgrades.Add(1)
+			}
+			return resp, nil
+		}
+		if req.Context().Err() != nil {
+			ex.gone = true
+			return nil, err
+		}
+		f := classify(err)
+		ex.fail, ex.failErr = f, err
+		be.failures.Add(1)
+		what := describe(err, f, &ex.pool.cfg)
+		if f == failConnect && be.markDown(what, time.Now()) {
+			ex.b.log.Warn("backend "+be.name+" down: "+what+" (passive check); it returns after passing active health checks",
+				"backend", be.name, "event", "backend_down")
+		}
+		next := -1
+		if ex.attempts <= ex.pool.cfg.Retries && retryable(f, req) {
+			next = ex.pool.policy.Pick(ex.tried)
+		}
+		if next < 0 {
+			return nil, err
+		}
+		nb := ex.pool.backends[next]
+		ex.b.log.Warn(fmt.Sprintf("retrying %s %s on %s after %s %s", req.Method, req.URL.Path, nb.name, be.name, what),
+			"backend", be.name, "next", nb.name, "attempt", ex.attempts+1, "event", "retry")
+		ex.use(next)
+		req = req.Clone(req.Context())
+		req.URL.Scheme, req.URL.Host = nb.URL.Scheme, nb.URL.Host
+	}
+}
+
+// keepOpen is a request body whose Close is left to ReverseProxy.
+type keepOpen struct{ io.ReadCloser }
+
+func (keepOpen) Close() error { return nil }
+
+// errorHandler answers a request that got no response from any backend.
+func (ex *exchange) errorHandler(w http.ResponseWriter, req *http.Request, err error) {
+	if ex.gone || ex.in.Context().Err() != nil {
+		// Nobody is listening for an answer; this is not the backend's fault.
+		ex.gone = true
+		return
+	}
+	if ex.fail == failNone {
+		// Not a transport error: ReverseProxy refused an upgrade or the like.
+		ex.fail, ex.failErr = failProtocol, err
+	}
+	status, msg := http.StatusBadGateway, "bad gateway: the backend failed"
+	switch ex.fail {
+	case failTimeout:
+		status, msg = http.StatusGatewayTimeout, "gateway timeout: the backend did not answer in time"
+	case failConnect:
+		msg = "bad gateway: no backend could be reached"
+	case failBroken:
+		msg = "bad gateway: the backend closed the connection without answering"
+	case failProtocol:
+		msg = "bad gateway: the backend sent an invalid response"
+	}
+	be := ex.backend()
+	ex.b.log.Error(fmt.Sprintf("%s %s failed: backend %s %s; answered %d after %s",
+		req.Method, req.URL.Path, be.name, describe(ex.failErr, ex.fail, &ex.pool.cfg), status, plural(ex.attempts, "attempt")),
+		"backend", be.name, "status", status, "event", "proxy_error", "err", ex.failErr)
+	WriteError(w, status, msg)
+}
+
+// noBackend answers 503 when the policy finds no healthy backend.
+func (ex *exchange) noBackend() {
+	n := len(ex.pool.backends)
+	ex.b.log.Error(fmt.Sprintf("%s %s: no healthy backend (all %s failing health checks); answered 503",
+		ex.in.Method, ex.in.URL.Path, plural(n, "backend")), "status", 503, "event", "no_backend")
+	WriteError(&ex.rw, http.StatusServiceUnavailable, "service unavailable: no healthy backend")
+}
+
+// aborted records why ReverseProxy gave up on a response mid-body: the client
+// stopped reading (not the backend's fault) or the backend broke off.
+func (ex *exchange) aborted(panicValue any) {
+	if ex.rw.err != nil || ex.in.Context().Err() != nil {
+		ex.gone = true
+		return
+	}
+	ex.broken = true
+	if ex.cur < 0 {
+		ex.b.log.Error("request handler panicked", "panic", fmt.Sprint(panicValue))
+		return
+	}
+	be := ex.backend()
+	be.failures.Add(1)
+	detail := ex.sink.msg
+	if detail == "" {
+		detail = fmt.Sprint(panicValue)
+	}
+	ex.b.log.Error(fmt.Sprintf("%s %s: backend %s broke off the response after %d bytes; the client's response was aborted",
+		ex.in.Method, ex.in.URL.Path, be.name, ex.rw.bytes), "backend", be.name, "event", "response_aborted", "err", detail)
+}
+
+// logAccess writes the request's access-log line.
+func (ex *exchange) logAccess() {
+	status := ex.rw.status
+	switch {
+	case ex.gone:
+		status = StatusClientClosed
+	case ex.upgraded:
+		status = http.StatusSwitchingProtocols
+	case status == 0:
+		status = http.StatusOK // the handler wrote nothing: net/http sends 200
+	}
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs,
+		slog.String("method", ex.in.Method),
+		slog.String("path", ex.in.URL.Path),
+		slog.Int("status", status),
+		slog.Duration("dur", since(ex.start)),
+		slog.Int64("bytes", ex.rw.bytes),
+	)
+	if ex.cur >= 0 {
+		attrs = append(attrs, slog.String("backend", ex.backend().name))
+	}
+	_, client, _ := ex.pool.cfg.TrustedProxies.ClientIP(ex.in)
+	attrs = append(attrs, slog.String("client", client))
+	if ex.adm.KeyKind != "" {
+		attrs = append(attrs, slog.String("key_kind", ex.adm.KeyKind))
+		if ex.adm.Key != "" {
+			attrs = append(attrs, slog.String("key", ex.adm.Key))
+		}
+		attrs = append(attrs, slog.Bool("limited", ex.adm.Limited))
+	}
+	if ex.attempts > 1 {
+		attrs = append(attrs, slog.Int("attempts", ex.attempts))
+	}
+	if ex.broken {
+		attrs = append(attrs, slog.Bool("aborted", true))
+	}
+	ex.b.access.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}
+
+// recorder is the ResponseWriter ReverseProxy writes to: it notes the
+// status and size for the access log and passes everything through.
+// Unwrap lets http.ResponseController reach the underlying writer's Flush,
+// Hijack and deadlines, which streaming and upgrades need.
+type recorder struct {
+	w      http.ResponseWriter
+	status int
+	bytes  int64
+	err    error // first write error: the client stopped reading
+}
+
+func (r *recorder) Header() http.Header { return r.w.Header() }
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && code >= 200 {
+		r.status = code
+	}
+	r.w.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.w.Write(p)
+	r.bytes += int64(n)
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	return n, err
+}
+
+// FlushError flushes buffered data to the client; ReverseProxy calls it
+// (through http.ResponseController) for streaming answers.
+func (r *recorder) FlushError() error {
+	return http.NewResponseController(r.w).Flush()
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.w }

@@ -1,0 +1,160 @@
+package lb
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logBuffer collects log output from many goroutines for assertions.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// count returns how many lines contain all of the given substrings.
+func (l *logBuffer) count(subs ...string) int {
+	n := 0
+	for line := range strings.SplitSeq(l.String(), "\n") {
+		all := line != ""
+		for _, s := range subs {
+			all = all && strings.Contains(line, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// namedBackend starts an httptest backend that answers "hello from name"
+// with X-Backend: name, and runs extra handlers for other paths.
+func namedBackend(t *testing.T, name string, extra http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", name)
+		if r.URL.Path == "/" || r.URL.Path == "/healthz" || extra == nil {
+			io.WriteString(w, "hello from "+name)
+			return
+		}
+		extra.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// discardLogger formats every record, as a real access log does, and
+// throws the bytes away.
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func mustURL(t testing.TB, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// testConfig returns a config over the given backend URLs with fast health
+// checks, suitable for tests.
+func testConfig(t *testing.T, urls ...string) Config {
+	cfg := Config{
+		Retries: 2,
+		HealthCheck: HealthCheck{
+			Interval: 10 * time.Millisecond, Timeout: 200 * time.Millisecond,
+			HealthyThreshold: 2, UnhealthyThreshold: 2,
+		},
+		DialTimeout:     time.Second,
+		ResponseTimeout: 5 * time.Second,
+		AccessLog:       true,
+	}
+	for _, u := range urls {
+		cfg.Backends = append(cfg.Backends, BackendConfig{URL: mustURL(t, u)})
+	}
+	return cfg
+}
+
+// startBalancer serves b on an httptest server for the test's duration.
+func startBalancer(t *testing.T, b *Balancer) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(b)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func newBalancer(t *testing.T, cfg Config, logs *logBuffer) *Balancer {
+	t.Helper()
+	b, err := New(cfg, Options{Logger: logs.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// runHealthChecks runs b's checker until the test ends.
+func runHealthChecks(t *testing.T, b *Balancer) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.RunHealthChecks(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// errorBody decodes a JSON error answer and fails unless it has an error.
+func errorBody(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("error answer Content-Type = %q, want application/json", ct)
+	}
+	var body struct{ Error string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Error == "" {
+		t.Fatalf("error answer is not JSON with an error field: %v", err)
+	}
+	return body.Error
+}
+
+func get(t *testing.T, client *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	resp, err := client.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
