@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,11 @@ type Backend struct {
 	// name is URL.String(), computed once because logs and metrics use it
 	// on every request.
 	name string
+	// addr is the host:port to dial.
+	addr string
+	// idle holds keep-alive connections for the direct transport path; they
+	// belong to the backend so they survive reloads that keep it.
+	idle chan *h1conn
 
 	// The hot path reads and writes these without a lock: each is an
 	// independent counter or flag.
@@ -38,7 +44,14 @@ type Backend struct {
 // NewBackend returns a healthy backend for u, which must have a scheme and
 // host and no path.
 func NewBackend(u *url.URL) *Backend {
-	b := &Backend{URL: u, name: u.String()}
+	b := &Backend{URL: u, name: u.String(), addr: u.Host, idle: make(chan *h1conn, maxIdlePerBackend)}
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		b.addr = net.JoinHostPort(u.Hostname(), port)
+	}
 	b.healthy.Store(true)
 	b.changedAt = time.Now()
 	return b

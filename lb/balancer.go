@@ -118,6 +118,7 @@ func (b *Balancer) Apply(cfg Config) error {
 		inOld[be] = true
 		if !inNew[be] {
 			removed = append(removed, be.name)
+			be.closeIdle()
 		}
 	}
 	for _, be := range p.backends {
@@ -130,7 +131,7 @@ func (b *Balancer) Apply(cfg Config) error {
 	if old.transport != p.transport {
 		// Idle connections of the old transport would linger until their
 		// timeout; in-flight ones finish and are closed when they go idle.
-		old.transport.CloseIdleConnections()
+		old.transport.std.CloseIdleConnections()
 	}
 	return nil
 }

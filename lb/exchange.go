@@ -123,7 +123,7 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 	for {
 		be := ex.backend()
 		be.requests.Add(1)
-		resp, err := ex.pool.transport.RoundTrip(req)
+		resp, err := ex.pool.transport.roundTrip(req, be, ex.start)
 		if err == nil {
 			if resp.StatusCode == http.StatusSwitchingProtocols {
 				ex.upgraded = true

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
@@ -157,4 +159,14 @@ func get(t *testing.T, client *http.Client, u string) (*http.Response, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp, string(body)
+}
+
+// withGot1xx returns ctx with a client trace that reports 1xx answers.
+func withGot1xx(ctx context.Context, f func(int, http.Header)) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			f(code, http.Header(h))
+			return nil
+		},
+	})
 }

@@ -3,8 +3,6 @@ package lb
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"time"
@@ -91,7 +89,7 @@ type pool struct {
 	backends  []*Backend
 	weights   []int
 	policy    Policy
-	transport *http.Transport
+	transport *transport
 }
 
 // newPool builds the pool for cfg, keeping the Backend (health and
@@ -139,27 +137,6 @@ func newPool(cfg Config, old *pool) (*pool, error) {
 		p.transport = newTransport(cfg.DialTimeout, cfg.ResponseTimeout)
 	}
 	return p, nil
-}
-
-// newTransport returns the one Transport a pool shares for all backends.
-func newTransport(dial, response time.Duration) *http.Transport {
-	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		DialContext: d.DialContext,
-		// The default of 2 idle connections per host makes most concurrent
-		// requests open a fresh connection under load; keep enough for a
-		// busy balancer to reuse them.
-		MaxIdleConns:          0, // no limit across hosts
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: response,
-		ExpectContinueTimeout: time.Second,
-		// A proxy passes Accept-Encoding through; it must not add its own
-		// and decompress on the client's behalf.
-		DisableCompression: true,
-		ReadBufferSize:     16 << 10,
-		WriteBufferSize:    16 << 10,
-	}
 }
 
 // TrustedProxies is a set of networks whose X-Forwarded-* headers are

@@ -1,0 +1,361 @@
+package lb
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// transport sends a pool's requests to its backends. Requests without a
+// body to plain-HTTP backends, the bulk of a balancer's traffic, take a
+// direct path: the request is written and the response read on the calling
+// goroutine, over a connection kept in the backend's own idle list. Every
+// other request (a body to stream, a protocol upgrade, TLS) goes through the
+// pool's http.Transport, which handles those with its reader and writer
+// goroutines.
+//
+// Why not http.Transport for everything: it hands each request to a writer
+// goroutine and the response back from a reader goroutine, and keeps a
+// reader parked on every idle connection. Profiles of the balancer under
+// load put those handoffs, their channel operations and the extra reads at
+// a third of the proxy's CPU time. (bench/RESULTS.md has the figures.)
+type transport struct {
+	std             *http.Transport
+	dialer          net.Dialer
+	responseTimeout time.Duration
+}
+
+func newTransport(dial, response time.Duration) *transport {
+	return &transport{
+		std:             newStdTransport(dial, response),
+		dialer:          net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second},
+		responseTimeout: response,
+	}
+}
+
+// newStdTransport returns the http.Transport a pool uses for requests the
+// direct path does not take.
+func newStdTransport(dial, response time.Duration) *http.Transport {
+	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		DialContext: d.DialContext,
+		// The default of 2 idle connections per host makes most concurrent
+		// requests open a fresh connection under load; keep enough for a
+		// busy balancer to reuse them.
+		MaxIdleConns:          0, // no limit across hosts
+		MaxIdleConnsPerHost:   maxIdlePerBackend,
+		IdleConnTimeout:       idleConnTimeout,
+		ResponseHeaderTimeout: response,
+		ExpectContinueTimeout: time.Second,
+		// A proxy passes Accept-Encoding through; it must not add its own
+		// and decompress on the client's behalf.
+		DisableCompression: true,
+	}
+}
+
+const (
+	// maxIdlePerBackend bounds the idle connections kept per backend.
+	maxIdlePerBackend = 256
+	// idleConnTimeout closes connections idle longer than this, before
+	// most servers' own keep-alive timeouts would close them under us.
+	idleConnTimeout = 50 * time.Second
+)
+
+// roundTrip sends req to be.
+func (t *transport) roundTrip(req *http.Request, be *Backend, now time.Time) (*http.Response, error) {
+	if !direct(req, be) {
+		return t.std.RoundTrip(req)
+	}
+	// A connection from the idle list may have been closed by the backend
+	// while it waited; that shows only when the request fails on it before a
+	// single byte of answer. The request is idempotent and has no body (see
+	// direct), so it is sent again on a fresh connection, as http.Transport
+	// does.
+	fresh := false
+	for {
+		c, err := t.conn(req.Context(), be, fresh, now)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.roundTrip(req, t.responseTimeout, now)
+		if err == nil {
+			return resp, nil
+		}
+		if !c.reused || !c.nothingRead || req.Context().Err() != nil {
+			return nil, err
+		}
+		fresh = true
+	}
+}
+
+// direct reports whether req can take the direct path: plain HTTP, no body
+// and an idempotent method, so that a request lost on a stale connection
+// can be sent again, and no upgrade.
+func direct(req *http.Request, be *Backend) bool {
+	if req.Body != nil || be.URL.Scheme != "http" || req.URL.Opaque != "" {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete:
+	default:
+		return false
+	}
+	_, upgrade := req.Header["Upgrade"]
+	return !upgrade
+}
+
+// conn returns an idle connection to be, or dials one.
+func (t *transport) conn(ctx context.Context, be *Backend, fresh bool, now time.Time) (*h1conn, error) {
+	for !fresh {
+		select {
+		case c := <-be.idle:
+			if now.Sub(c.idleSince) < idleConnTimeout {
+				c.reused = true
+				return c, nil
+			}
+			c.nc.Close()
+			continue
+		default:
+		}
+		break
+	}
+	nc, err := t.dialer.DialContext(ctx, "tcp", be.addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &h1conn{nc: nc, be: be, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}
+	c.abort = func() { c.nc.SetDeadline(aLongTimeAgo) }
+	return c, nil
+}
+
+// aLongTimeAgo is a deadline in the past: setting it interrupts a blocked
+// read or write at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// h1conn is one keep-alive connection to a backend. It is used by one
+// request at a time: taken from the backend's idle list (or dialled),
+// written, read, and put back when the answer's body has been read to the
+// end.
+type h1conn struct {
+	nc        net.Conn
+	be        *Backend
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	abort     func() // unblocks reads and writes when the request is cancelled
+	idleSince time.Time
+
+	reused      bool // taken from the idle list
+	nothingRead bool // the last request failed before any answer byte
+}
+
+// roundTrip writes req and reads the answer's head; the body is read by the
+// caller through the returned Response.
+func (c *h1conn) roundTrip(req *http.Request, timeout time.Duration, now time.Time) (*http.Response, error) {
+	c.nothingRead = false
+	stop := context.AfterFunc(req.Context(), c.abort)
+	if err := c.writeRequest(req); err != nil {
+		stop()
+		c.nothingRead = true
+		c.nc.Close()
+		return nil, err
+	}
+	if timeout > 0 {
+		c.nc.SetReadDeadline(now.Add(timeout))
+	}
+	// Wait for the first byte apart from parsing, to tell a connection the
+	// backend had already closed (nothing read) from a broken answer.
+	_, err := c.br.Peek(1)
+	if err != nil {
+		c.nothingRead = err == io.EOF || errors.Is(err, syscall.ECONNRESET)
+	}
+	var resp *http.Response
+	if err == nil {
+		resp, err = c.readResponse(req)
+	}
+	if err != nil {
+		stop()
+		c.nc.Close()
+		if isTimeout(err) && req.Context().Err() == nil {
+			err = errResponseTimeout
+		}
+		return nil, err
+	}
+	if timeout > 0 {
+		c.nc.SetReadDeadline(time.Time{})
+	}
+	resp.Body = &h1body{c: c, rc: resp.Body, stop: stop, reuse: !resp.Close, now: now}
+	return resp, nil
+}
+
+// errResponseTimeout is the error for a backend that sent no response
+// headers in time; it is a net.Error whose Timeout is true.
+var errResponseTimeout error = &timeoutError{"timeout awaiting response headers"}
+
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+// readResponse reads the final response head, passing 1xx informational
+// answers (103 Early Hints) to ReverseProxy's trace hook as http.Transport
+// does.
+func (c *h1conn) readResponse(req *http.Request) (*http.Response, error) {
+	for {
+		resp, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// writeRequest writes req's head as http.Request.Write would for a request
+// without a body, without its per-request allocations.
+func (c *h1conn) writeRequest(req *http.Request) error {
+	w := c.bw
+	w.WriteString(req.Method)
+	w.WriteByte(' ')
+	path := req.URL.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	w.WriteString(path)
+	if req.URL.RawQuery != "" || req.URL.ForceQuery {
+		w.WriteByte('?')
+		w.WriteString(req.URL.RawQuery)
+	}
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	writeValue(w, host)
+	w.WriteString("\r\n")
+	for k, vv := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		if !validFieldName(k) {
+			continue
+		}
+		for _, v := range vv {
+			if v == "" && k == "User-Agent" {
+				continue // ReverseProxy's way of asking for no User-Agent
+			}
+			w.WriteString(k)
+			w.WriteString(": ")
+			writeValue(w, v)
+			w.WriteString("\r\n")
+		}
+	}
+	w.WriteString("\r\n")
+	return w.Flush()
+}
+
+// writeValue writes a header value with any CR or LF turned into a space,
+// so no value can smuggle a header line, as http.Header.Write does.
+func writeValue(w *bufio.Writer, v string) {
+	if strings.ContainsAny(v, "\r\n") {
+		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	w.WriteString(strings.TrimSpace(v))
+}
+
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// h1body is a response body read straight from its connection. At the end
+// of the body the connection goes back to the backend's idle list; closed
+// early, or broken, the connection is closed, because the next answer on it
+// could not be found.
+type h1body struct {
+	c     *h1conn
+	rc    io.ReadCloser
+	stop  func() bool
+	reuse bool
+	now   time.Time
+	done  bool
+}
+
+func (b *h1body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *h1body) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+// finish releases the connection: back to the idle list when the body was
+// read to its end and the backend keeps the connection open, closed
+// otherwise.
+func (b *h1body) finish(complete bool) {
+	b.done = true
+	if !b.stop() {
+		// The request was cancelled and the abort has run or is running: the
+		// connection's deadline is in the past and it cannot be reused.
+		complete = false
+	}
+	c := b.c
+	if complete && b.reuse {
+		c.idleSince = b.now
+		c.reused = false
+		select {
+		case c.be.idle <- c:
+			return
+		default: // idle list full
+		}
+	}
+	c.nc.Close()
+}
+
+// closeIdle closes the idle connections of a backend leaving the
+// configuration.
+func (be *Backend) closeIdle() {
+	for {
+		select {
+		case c := <-be.idle:
+			c.nc.Close()
+		default:
+			return
+		}
+	}
+}

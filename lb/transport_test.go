@@ -1,0 +1,236 @@
+package lb
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// rawBackend serves each accepted connection with handle, for backends that
+// misbehave in ways net/http will not.
+func rawBackend(t *testing.T, handle func(net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// readHead reads one request head from br.
+func readHead(br *bufio.Reader) (*http.Request, error) {
+	return http.ReadRequest(br)
+}
+
+func TestTransport_RetriesRequestLostOnStaleConnection(t *testing.T) {
+	// Each connection answers one request with keep-alive promised, then
+	// closes: the second request on it finds it dead, as when a backend's
+	// idle timeout closes a pooled connection.
+	var conns atomic.Int64
+	url := rawBackend(t, func(c net.Conn) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	logs := &logBuffer{}
+	lb := startBalancer(t, newBalancer(t, testConfig(t, url), logs))
+	for i := range 5 {
+		resp, body := get(t, lb.Client(), lb.URL+"/")
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q\n%s", i, resp.StatusCode, body, logs)
+		}
+	}
+	if strings.Contains(logs.String(), "level=WARN") || strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatalf("a stale pooled connection showed in the log:\n%s", logs)
+	}
+	if n := conns.Load(); n < 5 {
+		t.Fatalf("%d connections for 5 requests: stale ones were not replaced", n)
+	}
+}
+
+func TestTransport_WritesRequestHeadFaithfully(t *testing.T) {
+	got := make(chan *http.Request, 1)
+	url := rawBackend(t, func(c net.Conn) {
+		req, err := readHead(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		got <- req
+		io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+	})
+	lb := startBalancer(t, newBalancer(t, testConfig(t, url), &logBuffer{}))
+	req, _ := http.NewRequest("GET", lb.URL+"/a%20b/c?x=1&y=%2F", nil)
+	req.Host = "shop.example"
+	req.Header.Add("X-Multi", "one")
+	req.Header.Add("X-Multi", "two")
+	req.Header.Set("Connection", "close, X-Hop")
+	req.Header.Set("X-Hop", "dropped")
+	resp, err := lb.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	r := <-got
+	checks := []struct{ what, got, want string }{
+		{"request URI", r.RequestURI, "/a%20b/c?x=1&y=%2F"},
+		{"Host", r.Host, "shop.example"},
+		{"X-Multi", strings.Join(r.Header["X-Multi"], "|"), "one|two"},
+		{"X-Hop (named in Connection)", r.Header.Get("X-Hop"), ""},
+		{"Connection", r.Header.Get("Connection"), ""},
+		{"User-Agent", r.Header.Get("User-Agent"), "Go-http-client/1.1"},
+		{"X-Forwarded-For", r.Header.Get("X-Forwarded-For"), "127.0.0.1"},
+		{"protocol", r.Proto, "HTTP/1.1"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.what, c.got, c.want)
+		}
+	}
+}
+
+func TestTransport_HEADAndNoBodyAnswersKeepTheConnection(t *testing.T) {
+	var conns atomic.Int64
+	url := rawBackend(t, func(c net.Conn) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			req, err := readHead(br)
+			if err != nil {
+				return
+			}
+			switch req.Method {
+			case "HEAD": // a HEAD answer announces a length but has no body
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+			default:
+				io.WriteString(c, "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n")
+			}
+		}
+	})
+	lb := startBalancer(t, newBalancer(t, testConfig(t, url), &logBuffer{}))
+	for i := range 6 {
+		method := []string{"HEAD", "GET"}[i%2]
+		req, _ := http.NewRequest(method, lb.URL+"/", nil)
+		resp, err := lb.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if want := []int{200, 304}[i%2]; resp.StatusCode != want {
+			t.Fatalf("%s: %d, want %d", method, resp.StatusCode, want)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("6 sequential requests used %d backend connections, want 1", n)
+	}
+}
+
+func TestTransport_PassesEarlyHints(t *testing.T) {
+	url := rawBackend(t, func(c net.Conn) {
+		if _, err := readHead(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"+
+			"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+	})
+	lb := startBalancer(t, newBalancer(t, testConfig(t, url), &logBuffer{}))
+	var hints []string
+	req, _ := http.NewRequest("GET", lb.URL+"/", nil)
+	resp, err := lb.Client().Do(req.WithContext(withGot1xx(req.Context(), func(code int, h http.Header) {
+		hints = append(hints, fmt.Sprint(code, " ", h.Get("Link")))
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "hello" {
+		t.Fatalf("final answer %d %q", resp.StatusCode, body)
+	}
+	if len(hints) != 1 || hints[0] != "103 </style.css>; rel=preload" {
+		t.Fatalf("1xx seen by the client: %q", hints)
+	}
+}
+
+func TestTransport_BackendResetMidBodyAbortsClientResponse(t *testing.T) {
+	clientHasPart := make(chan struct{})
+	url := rawBackend(t, func(c net.Conn) {
+		if _, err := readHead(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+		// More than the front server's write buffer, so the client sees it.
+		io.WriteString(c, strings.Repeat("x", 10000))
+		<-clientHasPart
+		c.(*net.TCPConn).SetLinger(0) // close with a reset
+	})
+	logs := &logBuffer{}
+	bal := newBalancer(t, testConfig(t, url), logs)
+	lb := startBalancer(t, bal)
+	resp, err := lb.Client().Get(lb.URL + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1000)); err != nil {
+		t.Fatalf("first 1000 bytes: %v", err)
+	}
+	close(clientHasPart)
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Fatalf("client read %d bytes and a clean end of a response the backend broke off", n)
+	}
+	waitFor(t, "the abort to be logged", func() bool { return logs.count("path=/big") == 1 })
+	if logs.count("broke off the response after 10000 bytes") != 1 || logs.count("path=/big", "aborted=true") != 1 {
+		t.Fatalf("want the abort explained and marked in the access log:\n%s", logs)
+	}
+	if st := bal.Status()[0]; st.Failures != 1 || st.InFlight != 0 {
+		t.Fatalf("backend after a broken answer: %+v", st)
+	}
+}
+
+func TestTransport_ClientGoneWhileWaitingCancelsBackendRequest(t *testing.T) {
+	closed := make(chan struct{})
+	url := rawBackend(t, func(c net.Conn) {
+		if _, err := readHead(bufio.NewReader(c)); err != nil {
+			return
+		}
+		c.Read(make([]byte, 1)) // returns when the balancer closes the connection
+		close(closed)
+	})
+	lb := startBalancer(t, newBalancer(t, testConfig(t, url), &logBuffer{}))
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", lb.URL+"/", nil)
+	if resp, err := lb.Client().Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("request answered though the backend never did")
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend connection stayed open after the client left")
+	}
+}
