@@ -1,20 +1,96 @@
 package main
 
 import (
-	"encoding/json"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net"
 	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+
+	"stdlb/bucket"
+	"stdlb/lb"
 )
 
-// newAdmin returns the admin API's routes.
+// newAdmin returns the admin API's routes:
+//
+//	GET  /healthz   200 while the balancer is up (no token ever)
+//	GET  /status    backends and limiter as JSON
+//	GET  /metrics   Prometheus text format
+//	GET  /          the status page
+//	     /clients…  per-client limits (always behind the bearer token)
+//
+// /status, /metrics and / are open on a loopback listener, where only this
+// machine can reach them, and need the token on any other address.
 func newAdmin(a *app) http.Handler {
+	cfg := a.cfg.Load()
+	token := os.Getenv(cfg.Admin.TokenEnv)
+	auth := &tokenAuth{env: cfg.Admin.TokenEnv}
+	if token != "" {
+		sum := sha256.Sum256([]byte(token))
+		auth.sum = &sum
+	}
+	readOnly := func(h http.HandlerFunc) http.Handler {
+		if isLoopback(cfg.Admin.Listen) {
+			return h
+		}
+		return auth.wrap(h)
+	}
+
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"backends": a.bal.Status()})
+	mux.Handle("GET /status", readOnly(a.serveStatus))
+	mux.Handle("GET /metrics", readOnly(a.serveMetrics))
+	mux.Handle("GET /{$}", readOnly(a.servePage))
+	clients := auth.wrap(bucket.NewClientsHandler(a.limit.store, a.limit.limiter))
+	mux.Handle("/clients", clients)
+	mux.Handle("/clients/", clients)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		lb.WriteError(w, http.StatusNotFound, "no such admin endpoint: "+r.URL.Path+
+			" (try /status, /metrics, /clients or /healthz)")
 	})
 	return mux
+}
+
+// tokenAuth checks "Authorization: Bearer <token>". The token is compared
+// by its SHA-256 in constant time, so neither its bytes nor its length leak
+// through timing.
+type tokenAuth struct {
+	env string
+	sum *[sha256.Size]byte // nil: no token configured
+}
+
+func (t *tokenAuth) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if t.sum == nil {
+			lb.WriteError(w, http.StatusForbidden, "this endpoint needs an admin token: set the environment variable "+
+				t.env+" (admin.token_env) to a secret, restart, and send Authorization: Bearer <token>")
+			return
+		}
+		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(given))
+		if !ok || subtle.ConstantTimeCompare(sum[:], t.sum[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="stdlb admin"`)
+			lb.WriteError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token>")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isLoopback reports whether addr listens only on this machine.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

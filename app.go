@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"runtime/debug"
@@ -30,7 +29,7 @@ type app struct {
 
 	access *bufferedWriter
 	bal    *lb.Balancer
-	limit  *rateLimit // nil-safe: rate limiting wiring, see ratelimit.go
+	limit  *rateLimit
 
 	ln, adminLn net.Listener
 	srv, admin  *http.Server
@@ -50,13 +49,13 @@ func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, acces
 	a.cfg.Store(cfg)
 	applyRuntime(cfg.Runtime)
 
-	limit, err := newRateLimit(cfg, logger)
+	limit, err := newRateLimit(cfg, path, logger)
 	if err != nil {
 		return nil, err
 	}
 	a.limit = limit
 	accessLogger := slog.New(newHandler(cfg.LogFormat, access))
-	a.bal, err = lb.New(lbConfig(cfg), lb.Options{Logger: logger, AccessLog: accessLogger, Admit: limit.admitFunc()})
+	a.bal, err = lb.New(lbConfig(cfg), lb.Options{Logger: logger, AccessLog: accessLogger, Admit: limit.admit})
 	if err != nil {
 		return nil, &ConfigError{Problems: []string{err.Error()}}
 	}
@@ -173,7 +172,7 @@ func (a *app) reload() {
 		a.logRejected(err)
 		return
 	}
-	if err := a.limit.reload(cfg); err != nil {
+	if err := a.limit.reload(cfg, a.path); err != nil {
 		a.logRejected(err)
 		return
 	}
@@ -181,7 +180,7 @@ func (a *app) reload() {
 		a.logRejected(err)
 		return
 	}
-	for _, s := range restartOnly(old, cfg) {
+	for _, s := range append(restartOnly(old, cfg), a.limit.restartOnly(cfg)...) {
 		a.log.Warn("reload: " + s + " changes only on restart; keeping the running value")
 	}
 	applyRuntime(cfg.Runtime)
@@ -229,8 +228,7 @@ func checkStartOnly(cfg *Config) error {
 	if cfg.Admin.Listen == "" || os.Getenv(cfg.Admin.TokenEnv) != "" {
 		return nil
 	}
-	host, _, _ := net.SplitHostPort(cfg.Admin.Listen)
-	if ip, err := netip.ParseAddr(host); (err == nil && ip.IsLoopback()) || host == "localhost" {
+	if isLoopback(cfg.Admin.Listen) {
 		return nil
 	}
 	return &ConfigError{Problems: []string{fmt.Sprintf(

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"stdlb/bucket"
 )
 
 // checkShape walks the decoded JSON against the Config type and reports, by
@@ -219,8 +221,8 @@ func (c *Config) validate(shapeProblems []string) []string {
 	}
 
 	r := c.RateLimit
-	if r.Capacity < 1 {
-		add("rate_limit.capacity", "must be 1 or more, got %d", r.Capacity)
+	if r.Capacity < 1 || r.Capacity > bucket.MaxCapacity {
+		add("rate_limit.capacity", "must be between 1 and %d, got %d", bucket.MaxCapacity, r.Capacity)
 	}
 	if !(r.RefillRate > 0) || r.RefillRate > 1e9 {
 		add("rate_limit.refill_rate", "must be more than 0 tokens per second, got %v", r.RefillRate)

@@ -101,7 +101,7 @@ func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
 			"retries: want a whole number, got string \"two\"",
 		}},
 		{"rate limit settings", `{"backends": [{"url": "http://a:1"}], "rate_limit": {"capacity": 0, "refill_rate": -1, "trusted_proxies": ["10.0.0.0/8", "nope"], "key_header": "X Key"}}`, []string{
-			"rate_limit.capacity: must be 1 or more, got 0",
+			"rate_limit.capacity: must be between 1 and 8388608, got 0",
 			"rate_limit.refill_rate: must be more than 0 tokens per second, got -1",
 			`rate_limit.key_header: "X Key" is not a valid header name`,
 			`rate_limit.trusted_proxies[1]: "nope" is neither an address nor a CIDR network`,

@@ -64,7 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *check {
-		if err := checkClientsFile(cfg); err != nil {
+		if err := checkClientsFile(cfg, path); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 2
 		}

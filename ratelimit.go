@@ -2,23 +2,156 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 
+	"stdlb/bucket"
 	"stdlb/lb"
 )
 
-// rateLimit wires the bucket package into the balancer. (Placeholder until
-// the limiter lands.)
-type rateLimit struct{}
+// rateLimit wires the bucket package into the balancer: one Limiter and
+// one Store for the process's life, and a Gate rebuilt on reload (a Gate's
+// settings are fixed once it is in use) and swapped in atomically. The
+// limiter and the store exist even when rate limiting is off, so a reload
+// can turn it on and the admin API can edit the clients file either way.
+type rateLimit struct {
+	log     *slog.Logger
+	limiter *bucket.Limiter
+	store   *bucket.Store
+	// fixed is the part of the configuration only a restart changes.
+	fixed bucket.Config
 
-func newRateLimit(cfg *Config, logger *slog.Logger) (*rateLimit, error) { return &rateLimit{}, nil }
+	// gate is nil while rate limiting is off.
+	gate atomic.Pointer[bucket.Gate]
+	// trusted is read by the gate's ClientIP on every request; reload
+	// swaps it.
+	trusted atomic.Pointer[lb.TrustedProxies]
+	// logKeys: compute a loggable tag of API keys only when the access log
+	// will print it.
+	logKeys atomic.Bool
+}
 
-func (r *rateLimit) admitFunc() func(http.ResponseWriter, *http.Request) lb.Admission { return nil }
+// clientsPath resolves the clients file against the config file's
+// directory, so the balancer finds it whatever directory it is started in.
+func clientsPath(cfg *Config, configPath string) string {
+	if filepath.IsAbs(cfg.RateLimit.ClientsFile) {
+		return cfg.RateLimit.ClientsFile
+	}
+	return filepath.Join(filepath.Dir(configPath), cfg.RateLimit.ClientsFile)
+}
 
-func (r *rateLimit) start(ctx context.Context, wg *sync.WaitGroup) {}
+// checkClientsFile reports a clients file that would stop the balancer
+// from starting.
+func checkClientsFile(cfg *Config, configPath string) error {
+	if _, err := bucket.OpenStore(clientsPath(cfg, configPath)); err != nil {
+		return &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+	}
+	return nil
+}
 
-func (r *rateLimit) reload(cfg *Config) error { return nil }
+func newRateLimit(cfg *Config, configPath string, logger *slog.Logger) (*rateLimit, error) {
+	r := &rateLimit{log: logger}
+	rl := cfg.RateLimit
+	r.fixed = bucket.Config{
+		RefillInterval: rl.RefillInterval.D(),
+		MaxClients:     rl.MaxClients,
+		IdleTimeout:    rl.IdleTimeout.D(),
+		Instances:      rl.Instances,
+		Logger:         logger,
+	}
+	lc := r.fixed
+	lc.Default = bucket.Limits{Capacity: rl.Capacity, RefillRate: rl.RefillRate}
+	r.limiter = bucket.New(lc)
+	store, err := bucket.OpenStore(clientsPath(cfg, configPath))
+	if err != nil {
+		return nil, &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+	}
+	r.store = store
+	if err := store.ReloadInto(r.limiter); err != nil {
+		return nil, &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+	}
+	r.configure(cfg)
+	return r, nil
+}
 
-func checkClientsFile(cfg *Config) error { return nil }
+// configure applies the reloadable settings of cfg.
+func (r *rateLimit) configure(cfg *Config) {
+	rl := cfg.RateLimit
+	t := trustedProxies(cfg)
+	r.trusted.Store(&t)
+	r.logKeys.Store(cfg.AccessLog)
+	r.limiter.SetDefault(bucket.Limits{Capacity: rl.Capacity, RefillRate: rl.RefillRate})
+	if !rl.Enabled {
+		r.gate.Store(nil)
+		return
+	}
+	r.gate.Store(&bucket.Gate{
+		Limiter:           r.limiter,
+		KeyHeader:         rl.KeyHeader,
+		MaxKeyLen:         rl.MaxKeyLength,
+		ClientIP:          r.clientIP,
+		HeadersOnAdmit:    rl.HeadersOnAdmit,
+		TrustUnlistedKeys: rl.TrustUnlistedKeys,
+	})
+}
+
+func (r *rateLimit) clientIP(req *http.Request) string {
+	_, ip, _ := r.trusted.Load().ClientIP(req)
+	return ip
+}
+
+// admit is the balancer's admission hook.
+func (r *rateLimit) admit(w http.ResponseWriter, req *http.Request) lb.Admission {
+	g := r.gate.Load()
+	if g == nil {
+		return lb.Admission{Allowed: true}
+	}
+	v := g.Check(w, req)
+	a := lb.Admission{Allowed: v.Allowed, Limited: v.Status == http.StatusTooManyRequests, KeyKind: v.Kind.String()}
+	if v.Kind == bucket.KeyAPI && r.logKeys.Load() {
+		a.Key = bucket.KeyTag(v.Key)
+	}
+	return a
+}
+
+// start runs the limiter's ticker until ctx ends.
+func (r *rateLimit) start(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Go(func() { r.limiter.Run(ctx) })
+}
+
+// reload applies cfg's rate-limit settings and re-reads the clients file.
+// A bad clients file is an error and changes nothing.
+func (r *rateLimit) reload(cfg *Config, configPath string) error {
+	if p := clientsPath(cfg, configPath); p != r.store.Path() {
+		return &ConfigError{Problems: []string{fmt.Sprintf(
+			"rate_limit.clients_file: moving it (%s to %s) needs a restart", r.store.Path(), p)}}
+	}
+	if err := r.store.ReloadInto(r.limiter); err != nil {
+		return &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+	}
+	r.configure(cfg)
+	return nil
+}
+
+// restartOnly names rate-limit settings that differ but need a restart.
+func (r *rateLimit) restartOnly(cfg *Config) []string {
+	rl := cfg.RateLimit
+	var out []string
+	if rl.RefillInterval.D() != r.fixed.RefillInterval {
+		out = append(out, "rate_limit.refill_interval")
+	}
+	if rl.MaxClients != r.fixed.MaxClients {
+		out = append(out, "rate_limit.max_clients")
+	}
+	if rl.IdleTimeout.D() != r.fixed.IdleTimeout {
+		out = append(out, "rate_limit.idle_timeout")
+	}
+	if rl.Instances != r.fixed.Instances {
+		out = append(out, "rate_limit.instances")
+	}
+	return out
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+func adminDo(t *testing.T, method, url, token, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func TestAdmin_ClientsNeedTheToken(t *testing.T) {
+	a := backendNamed(t, "a")
+	path := filepath.Join(t.TempDir(), "config.json")
+	writeConfig(t, path, `, "admin": {"listen": "127.0.0.1:0", "token_env": "STDLB_TEST_ADMIN_TOKEN"}`, a.URL)
+
+	t.Setenv("STDLB_TEST_ADMIN_TOKEN", "")
+	r := startApp(t, path)
+	code, body := adminDo(t, "GET", "http://"+r.AdminAddr()+"/clients", "", "")
+	if code != 403 || !strings.Contains(body["error"].(string), "STDLB_TEST_ADMIN_TOKEN") {
+		t.Fatalf("no token configured: %d %v, want 403 saying which variable to set", code, body)
+	}
+	r.stop()
+
+	t.Setenv("STDLB_TEST_ADMIN_TOKEN", "s3cret")
+	r = startApp(t, path)
+	base := "http://" + r.AdminAddr()
+	for _, tok := range []string{"", "wrong", "s3cret2", "s3cre"} {
+		if code, body := adminDo(t, "GET", base+"/clients", tok, ""); code != 401 || body["error"] == nil {
+			t.Fatalf("token %q: %d %v, want 401 with a JSON error", tok, code, body)
+		}
+		if code, _ := adminDo(t, "PUT", base+"/clients/k1", tok, `{"capacity": 1, "refill_rate": 1}`); code != 401 {
+			t.Fatalf("PUT with token %q: %d, want 401", tok, code)
+		}
+	}
+	if code, body := adminDo(t, "GET", base+"/clients", "s3cret", ""); code != 200 || body["clients"] == nil {
+		t.Fatalf("right token: %d %v", code, body)
+	}
+	if code, _ := adminDo(t, "GET", base+"/healthz", "", ""); code != 200 {
+		t.Fatalf("/healthz without a token: %d, want 200", code)
+	}
+	if code, body := adminDo(t, "GET", base+"/status", "", ""); code != 200 || body["backends"] == nil {
+		t.Fatalf("/status on loopback without a token: %d %v", code, body)
+	}
+}
+
+// TestRateLimit_EndToEnd drives the whole chain: a per-client limit set
+// through the admin API is written to the clients file, applies at once to
+// proxied requests, and a rejected request never reaches the backend.
+func TestRateLimit_EndToEnd(t *testing.T) {
+	var reached atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		io.WriteString(w, "ok")
+	}))
+	defer backend.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.json")
+	writeConfig(t, path, `, "rate_limit": {"enabled": true, "capacity": 100, "refill_rate": 0.001, "clients_file": "limits.json"},
+		"admin": {"listen": "127.0.0.1:0", "token_env": "STDLB_TEST_ADMIN_TOKEN"}`, backend.URL)
+	t.Setenv("STDLB_TEST_ADMIN_TOKEN", "s3cret")
+	r := startApp(t, path)
+
+	code, body := adminDo(t, "PUT", "http://"+r.AdminAddr()+"/clients/partner-7", "s3cret", `{"capacity": 2, "refill_rate": 0.5}`)
+	if code != 200 {
+		t.Fatalf("PUT: %d %v", code, body)
+	}
+	saved, err := os.ReadFile(filepath.Join(dir, "limits.json"))
+	if err != nil || !strings.Contains(string(saved), `"partner-7"`) {
+		t.Fatalf("clients file after PUT: %q, %v", saved, err)
+	}
+
+	get := func() *http.Response {
+		req, _ := http.NewRequest("GET", "http://"+r.Addr()+"/", nil)
+		req.Header.Set("X-API-Key", "partner-7")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for i := range 2 {
+		if resp := get(); resp.StatusCode != 200 || resp.Header.Get("RateLimit") == "" {
+			t.Fatalf("request %d within the client's capacity: %d, RateLimit %q", i+1, resp.StatusCode, resp.Header.Get("RateLimit"))
+		}
+	}
+	before := reached.Load()
+	resp := get()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "2" ||
+		resp.Header.Get("RateLimit-Policy") != `"client";q=2;w=4` {
+		t.Fatalf("over the limit: %d Retry-After %q RateLimit-Policy %q", resp.StatusCode,
+			resp.Header.Get("Retry-After"), resp.Header.Get("RateLimit-Policy"))
+	}
+	if reached.Load() != before {
+		t.Fatal("a rejected request reached the backend")
+	}
+	r.app.access.Flush()
+	if !strings.Contains(r.access.String(), "status=429") || !strings.Contains(r.access.String(), "limited=true") ||
+		strings.Contains(r.access.String(), "partner-7") {
+		t.Fatalf("access log should show the 429 and the limit, never the key:\n%s", r.access)
+	}
+}

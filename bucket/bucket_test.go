@@ -1,0 +1,197 @@
+package bucket
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestBucket_NeverExceedsCapacityUnderContention(t *testing.T) {
+	const capacity, workers, tries = 1000, 64, 100 // 6400 tries for 1000 tokens
+	l := New(Config{Default: Limits{Capacity: capacity, RefillRate: 1}})
+	var admitted atomic.Int64
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			<-start
+			for range tries {
+				if l.Allow("hot") {
+					admitted.Add(1)
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if got := admitted.Load(); got != capacity {
+		t.Fatalf("admitted %d requests with refill stopped, want exactly %d", got, capacity)
+	}
+}
+
+// drain takes every token key has and returns how many there were.
+func drain(l *Limiter, key string) int {
+	n := 0
+	for l.Allow(key) {
+		n++
+	}
+	return n
+}
+
+func TestRefill_ExactPerTick(t *testing.T) {
+	// Each case empties the bucket, then counts what ticks bring back. The
+	// counts are exact: tokens are integer millionths, so no rate drifts.
+	tests := []struct {
+		name  string
+		lim   Limits
+		ticks int
+		want  int // tokens available after ticks
+	}{
+		{"0.1/s: none after 99 ticks", Limits{1, 0.1}, 99, 0},
+		{"0.1/s: one after 100 ticks", Limits{1, 0.1}, 100, 1},
+		{"0.25/s: one per 40 ticks", Limits{10, 0.25}, 400, 10},
+		{"0.25/s: 39 ticks short", Limits{10, 0.25}, 399, 9},
+		{"3/s: 0.3 a tick", Limits{100, 3}, 100, 30},
+		{"2.5/s: 0.25 a tick", Limits{100, 2.5}, 99, 24},
+		{"50/s: 5 a tick", Limits{100, 50}, 7, 35},
+		{"clamped to capacity", Limits{5, 50}, 10, 5},
+		{"rate beyond capacity per tick", Limits{5, 1e12}, 1, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New(Config{Default: tt.lim})
+			if got := drain(l, "c"); got != int(tt.lim.Capacity) {
+				t.Fatalf("a new bucket held %d tokens, want capacity %d", got, tt.lim.Capacity)
+			}
+			for range tt.ticks {
+				l.Tick()
+			}
+			if got := drain(l, "c"); got != tt.want {
+				t.Fatalf("after %d ticks: %d tokens, want %d", tt.ticks, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRefill_FractionalRateDoesNotDrift(t *testing.T) {
+	// 0.1 tokens/s at 100ms ticks: one token every 100 ticks, for ever.
+	l := New(Config{Default: Limits{Capacity: 1, RefillRate: 0.1}})
+	l.Allow("c")
+	for cycle := range 50 {
+		for i := range 100 {
+			if l.Allow("c") {
+				t.Fatalf("cycle %d: admitted after %d ticks, want exactly 100", cycle, i)
+			}
+			l.Tick()
+		}
+		if !l.Allow("c") {
+			t.Fatalf("cycle %d: refused after 100 ticks", cycle)
+		}
+	}
+}
+
+func TestRefill_LongIdleTopsUpToExactlyFull(t *testing.T) {
+	// Capacity 10 at 0.001/s fills in 100000 ticks; 2^21 ticks also wrap the
+	// 20-bit tick field of the bucket twice.
+	l := New(Config{Default: Limits{Capacity: 10, RefillRate: 0.001}})
+	drain(l, "c")
+	for range (1 << 21) / maxCatchUp {
+		l.advance(maxCatchUp)
+	}
+	if got := drain(l, "c"); got != 10 {
+		t.Fatalf("after 2^21 idle ticks: %d tokens, want exactly capacity 10", got)
+	}
+}
+
+func TestRefill_SweepKeepsSlowBucketsExactAcrossWrap(t *testing.T) {
+	// The slowest refill (1 unit a tick) with a deficit of 3 tokens takes
+	// 3,000,000 ticks to fill, longer than the 20-bit tick field spans. The
+	// sweep rewrites the bucket before its difference could wrap.
+	l := New(Config{Default: Limits{Capacity: 1000, RefillRate: 1e-9}})
+	for range 3 {
+		l.Allow("slow")
+	}
+	const ticks = 1 << 21
+	for range ticks / maxCatchUp {
+		l.advance(maxCatchUp)
+	}
+	d := l.Take("slow")
+	// 997 tokens + 2^21 millionths = 999.097152; minus the one just taken.
+	if d.Remaining != 998 {
+		t.Fatalf("Remaining = %d after %d ticks, want 998", d.Remaining, ticks)
+	}
+}
+
+func TestTopUp_TickDifferenceWraps(t *testing.T) {
+	p := newParams(Limits{Capacity: 10, RefillRate: 1}, 100*time.Millisecond, false) // 0.1 token a tick
+	tests := []struct {
+		name      string
+		last, now uint64
+		want      uint64
+	}{
+		{"same tick", 5, 5, 2 * unitsPerToken},
+		{"three ticks", 5, 8, 2*unitsPerToken + 3*p.inc},
+		{"across the wrap", 1<<tickBits - 2, 1<<tickBits + 1, 2*unitsPerToken + 3*p.inc},
+		{"counter far past the field", 7<<tickBits | 10, 9<<tickBits | 12, 2*unitsPerToken + 2*p.inc},
+		{"clamped", 0, 1000, p.cap},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := topUp(pack(2*unitsPerToken, tt.last), p, tt.now); got != tt.want {
+				t.Fatalf("topUp = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTake_Decision(t *testing.T) {
+	// Capacity 2 at 0.5/s: a token every 2s (20 ticks), full from empty in 4s.
+	l := New(Config{Default: Limits{Capacity: 2, RefillRate: 0.5}})
+	steps := []struct {
+		ticks int
+		want  Decision
+	}{
+		{0, Decision{Allowed: true, Limit: 2, Remaining: 1, Reset: 2 * time.Second, Window: 4 * time.Second}},
+		{0, Decision{Allowed: true, Limit: 2, Remaining: 0, Reset: 4 * time.Second, Window: 4 * time.Second}},
+		{0, Decision{Allowed: false, Limit: 2, Remaining: 0, RetryAfter: 2 * time.Second, Reset: 4 * time.Second, Window: 4 * time.Second}},
+		{5, Decision{Allowed: false, Limit: 2, Remaining: 0, RetryAfter: 1500 * time.Millisecond, Reset: 3500 * time.Millisecond, Window: 4 * time.Second}},
+		{15, Decision{Allowed: true, Limit: 2, Remaining: 0, Reset: 4 * time.Second, Window: 4 * time.Second}},
+	}
+	for i, s := range steps {
+		for range s.ticks {
+			l.Tick()
+		}
+		if got := l.Take("c"); got != s.want {
+			t.Fatalf("step %d: Take = %+v, want %+v", i, got, s.want)
+		}
+	}
+}
+
+func TestLimits_Validate(t *testing.T) {
+	tests := []struct {
+		lim     Limits
+		wantErr string
+	}{
+		{Limits{1, 0.1}, ""},
+		{Limits{MaxCapacity, 1e9}, ""},
+		{Limits{0, 1}, "capacity: must be a positive integer at most 8388608"},
+		{Limits{-1, 1}, "capacity: must be a positive integer at most 8388608"},
+		{Limits{MaxCapacity + 1, 1}, "capacity: must be a positive integer at most 8388608"},
+		{Limits{1, 0}, "refill_rate: must be a positive number"},
+		{Limits{1, -2}, "refill_rate: must be a positive number"},
+	}
+	for _, tt := range tests {
+		err := tt.lim.Validate()
+		if got := errString(err); got != tt.wantErr {
+			t.Errorf("%+v.Validate() = %q, want %q", tt.lim, got, tt.wantErr)
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
