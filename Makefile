@@ -31,6 +31,11 @@ test:
 	$(GO) test -race -count=1 ./...
 	$(GO) test -run '^$$' -bench . -benchtime 100x ./...
 
+# The comparison with the backends direct and nginx/HAProxy (when
+# installed), appended to bench/RESULTS.md. Not part of make test.
+bench:
+	$(GO) run ./bench/suite
+
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s .
 

@@ -1,0 +1,234 @@
+// Command suite is `make bench`: it builds the balancer and the test
+// backend, starts two backends, the balancer twice (plain, and with rate
+// limiting and access log on), and nginx and HAProxy when installed, all on
+// loopback ports it picks; loads each target in alternating rounds with the
+// bench/load generator; and prints one table, which it also appends to
+// bench/RESULTS.md. Every process it starts is stopped by process group on
+// exit, on error and on SIGINT/SIGTERM.
+//
+//	go run ./bench/suite                # from the module root
+//	go run ./bench/suite -rounds 3 -d 2s -keep
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"stdlb/bench/load"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	interrupted := ctx.Err() != nil // stop cancels ctx too
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	case interrupted:
+		fmt.Fprintln(os.Stderr, "bench/suite: interrupted; every process it started is stopped")
+		os.Exit(130)
+	default:
+		fmt.Fprintln(os.Stderr, "bench/suite:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+type options struct {
+	root, results  string
+	rounds, conns  int
+	dur, warmup    time.Duration
+	keep, noAppend bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("suite", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.root, "root", ".", "module root: where `go build .` builds the balancer")
+	fs.StringVar(&o.results, "results", "bench/RESULTS.md", "file the table is appended to, relative to -root")
+	fs.IntVar(&o.rounds, "rounds", 5, "rounds; each loads every target once, in rotating order")
+	fs.IntVar(&o.conns, "c", 64, "connections")
+	fs.DurationVar(&o.dur, "d", 3*time.Second, "measured time per target per round")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "warm-up before each measured run")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries, configs, logs)")
+	fs.BoolVar(&o.noAppend, "no-append", false, "print the table without appending it to -results")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || o.rounds < 1 || o.conns < 1 || o.dur <= 0 {
+		if err == nil {
+			fmt.Fprintln(stderr, "suite: want no arguments, -rounds >= 1, -c >= 1, -d > 0")
+		}
+		return o, errUsage
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "stdlb-bench-")
+	if err != nil {
+		return fmt.Errorf("temp dir: %w", err)
+	}
+	if o.keep {
+		fmt.Fprintf(stderr, "keeping %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	var ps procs
+	defer ps.stopAll() // runs before RemoveAll: processes first, then their files
+
+	fmt.Fprintln(stderr, "building the balancer and the test backend...")
+	stdlbBin, backendBin := filepath.Join(dir, "stdlb"), filepath.Join(dir, "testbackend")
+	for _, b := range [][2]string{{stdlbBin, "."}, {backendBin, "./testbackend"}} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", b[0], b[1])
+		cmd.Dir, cmd.Stdout, cmd.Stderr = o.root, stderr, stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go build %s: %w", b[1], err)
+		}
+	}
+
+	targets, notes, err := startTargets(ctx, &ps, dir, stdlbBin, backendBin)
+	if err != nil {
+		return err
+	}
+	configs := make([]load.Config, len(targets))
+	for i, t := range targets {
+		configs[i] = load.Config{
+			URL: t.url, Conns: o.conns, Duration: o.dur, Warmup: o.warmup, Timeout: 5 * time.Second,
+			MeasureStart: t.sampleCPU(&t.cpuStart), MeasureEnd: t.sampleCPU(&t.cpuEnd),
+		}
+	}
+	fmt.Fprintf(stderr, "%d targets × %d rounds × (%v + %v warm-up), %d connections\n",
+		len(targets), o.rounds, o.dur, o.warmup, o.conns)
+	tck := clockTicks()
+	_, err = load.Rounds(ctx, configs, o.rounds, func(round, i int, r *load.Result) {
+		f := targets[i].record(r, tck)
+		fmt.Fprintf(stderr, "round %d/%d  %-28s %9.0f req/s  p99 %-8s  %s CPU-ms/1k req\n",
+			round+1, o.rounds, targets[i].name, f.rps, fmtNS(f.p99), fmtCPU(f.cpuPer1k))
+	})
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+
+	table := renderTable(targets, notes)
+	fmt.Fprint(stdout, table)
+	if o.noAppend {
+		return nil
+	}
+	cmdline := strings.TrimSpace("go run ./bench/suite " + strings.Join(args, " "))
+	path := filepath.Join(o.root, o.results)
+	if err := appendResults(path, cmdline, o, table); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "appended to %s\n", path)
+	return nil
+}
+
+// startTargets starts the backends and every proxy and waits until each
+// answers. It returns the targets to load, direct first, and notes on
+// proxies skipped.
+func startTargets(ctx context.Context, ps *procs, dir, stdlbBin, backendBin string) ([]*target, []string, error) {
+	ports, err := freePorts(8)
+	if err != nil {
+		return nil, nil, err
+	}
+	backends := ports[0:2]
+	var targets []*target
+	var notes []string
+	add := func(name string, p *proc, port int) error {
+		url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+		if err := waitReady(ctx, p, url, 15*time.Second); err != nil {
+			return err
+		}
+		targets = append(targets, &target{name: name, url: url, proc: p})
+		return nil
+	}
+	for i, port := range backends {
+		name := fmt.Sprintf("b%d", i+1)
+		p, err := ps.start(dir, "testbackend-"+name, backendBin,
+			"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-name", name, "-quiet")
+		if err != nil {
+			return nil, nil, err
+		}
+		if i == 0 {
+			err = add("direct (backend b1)", p, port)
+		} else {
+			err = waitReady(ctx, p, fmt.Sprintf("http://127.0.0.1:%d/", port), 15*time.Second)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+
+	for i, v := range []struct {
+		name, file string
+		limited    bool
+	}{
+		{"stdlb", "stdlb", false},
+		{"stdlb +ratelimit +accesslog", "stdlb-rl-log", true},
+	} {
+		port, admin := ports[2+2*i], ports[3+2*i]
+		cfgPath := filepath.Join(dir, v.file+".json")
+		if err := writeJSONFile(cfgPath, stdlbConfig(dir, v.file, port, admin, backends, v.limited)); err != nil {
+			return nil, nil, err
+		}
+		p, err := ps.start(dir, v.file, stdlbBin, "-config", cfgPath)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := add(v.name, p, port); err != nil {
+			return nil, nil, err
+		}
+	}
+
+	if bin, err := exec.LookPath("nginx"); err != nil {
+		notes = append(notes, "nginx: not installed, skipped (apt-get install nginx to compare)")
+	} else {
+		conf := filepath.Join(dir, "nginx.conf")
+		if err := os.MkdirAll(filepath.Join(dir, "nginx-tmp"), 0o755); err != nil {
+			return nil, nil, fmt.Errorf("nginx temp dir: %w", err)
+		}
+		if err := os.WriteFile(conf, []byte(nginxConfig(dir, ports[6], backends)), 0o644); err != nil {
+			return nil, nil, fmt.Errorf("nginx config: %w", err)
+		}
+		p, err := ps.start(dir, "nginx", bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "nginx-error.log"))
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := add("nginx", p, ports[6]); err != nil {
+			return nil, nil, err
+		}
+	}
+
+	if bin, err := exec.LookPath("haproxy"); err != nil {
+		notes = append(notes, "haproxy: not installed, skipped (apt-get install haproxy to compare)")
+	} else {
+		conf := filepath.Join(dir, "haproxy.cfg")
+		if err := os.WriteFile(conf, []byte(haproxyConfig(ports[7], backends)), 0o644); err != nil {
+			return nil, nil, fmt.Errorf("haproxy config: %w", err)
+		}
+		p, err := ps.start(dir, "haproxy", bin, "-f", conf, "-db")
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := add("haproxy", p, ports[7]); err != nil {
+			return nil, nil, err
+		}
+	}
+	return targets, notes, nil
+}
