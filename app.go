@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +29,7 @@ type app struct {
 	cfg atomic.Pointer[Config]
 
 	access *bufferedWriter
+	page   *template.Template
 	bal    *lb.Balancer
 	limit  *rateLimit
 
@@ -45,7 +47,7 @@ type app struct {
 // in use is reported before the process claims to be up. It starts no
 // goroutine.
 func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, access *bufferedWriter) (*app, error) {
-	a := &app{path: path, over: over, log: logger, access: access}
+	a := &app{path: path, over: over, log: logger, access: access, page: newPageTemplate()}
 	a.cfg.Store(cfg)
 	applyRuntime(cfg.Runtime)
 

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -53,11 +54,11 @@ func shapeOf(path string, v any, t reflect.Type, problems []string) []string {
 			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 			fields[name] = f.Type
 		}
-		for _, k := range slices.Sorted(mapKeys(m)) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			p := joinPath(path, k)
 			ft, ok := fields[k]
 			if !ok {
-				problems = append(problems, fmt.Sprintf("%s: unknown field (known: %s)", p, strings.Join(slices.Sorted(mapKeys(fields)), ", ")))
+				problems = append(problems, fmt.Sprintf("%s: unknown field (known: %s)", p, strings.Join(slices.Sorted(maps.Keys(fields)), ", ")))
 				continue
 			}
 			problems = shapeOf(p, m[k], ft, problems)
@@ -92,16 +93,6 @@ func shapeOf(path string, v any, t reflect.Type, problems []string) []string {
 		}
 	}
 	return problems
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func joinPath(path, key string) string {

@@ -53,12 +53,3 @@ func (a *app) serveStatus(w http.ResponseWriter, r *http.Request) {
 	enc.SetIndent("", "  ")
 	enc.Encode(a.status())
 }
-
-// serveMetrics and servePage are filled in by metrics.go and page.go.
-func (a *app) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	lb.WriteError(w, http.StatusNotImplemented, "metrics are not written yet")
-}
-
-func (a *app) servePage(w http.ResponseWriter, r *http.Request) {
-	lb.WriteError(w, http.StatusNotImplemented, "the status page is not written yet")
-}

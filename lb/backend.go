@@ -30,6 +30,10 @@ type Backend struct {
 	inFlight atomic.Int64 // requests being proxied to it right now
 	requests atomic.Uint64
 	failures atomic.Uint64
+	byStatus statusCounts
+
+	probesPassed atomic.Uint64
+	probesFailed atomic.Uint64
 
 	// mu guards the health bookkeeping below, written by the active checker
 	// and by passive marks; it spans several fields that change together.

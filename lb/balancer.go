@@ -73,6 +73,11 @@ type Balancer struct {
 	buffers   bufferPool
 	upgrades  atomic.Int64 // upgraded (WebSocket) connections open now
 	started   time.Time
+
+	// Counters for Metrics, each independent, hence atomics.
+	local     statusCounts // answers made without a backend
+	retries   atomic.Uint64
+	durations durationHistogram
 }
 
 // New returns a balancer for cfg. It starts no goroutine: call
@@ -173,8 +178,15 @@ func (b *Balancer) finish(ex *exchange) {
 	if p != nil {
 		ex.aborted(p)
 	}
+	status, dur := ex.status(), time.Since(ex.start)
+	if ex.cur >= 0 {
+		ex.backend().byStatus.add(status)
+	} else {
+		b.local.add(status)
+	}
+	b.durations.observe(dur)
 	if ex.pool.cfg.AccessLog {
-		ex.logAccess()
+		ex.logAccess(status, dur)
 	}
 	ex.reset()
 	b.exchanges.Put(ex)

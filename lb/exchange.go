@@ -153,6 +153,7 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 		nb := ex.pool.backends[next]
 		ex.b.log.Warn(fmt.Sprintf("retrying %s %s on %s after %s %s", req.Method, req.URL.Path, nb.name, be.name, what),
 			"backend", be.name, "next", nb.name, "attempt", ex.attempts+1, "event", "retry")
+		ex.b.retries.Add(1)
 		ex.use(next)
 		req = req.Clone(req.Context())
 		req.URL.Scheme, req.URL.Host = nb.URL.Scheme, nb.URL.Host
@@ -223,23 +224,28 @@ func (ex *exchange) aborted(panicValue any) {
 		ex.in.Method, ex.in.URL.Path, be.name, ex.rw.bytes), "backend", be.name, "event", "response_aborted", "err", detail)
 }
 
-// logAccess writes the request's access-log line.
-func (ex *exchange) logAccess() {
-	status := ex.rw.status
+// status is the request's outcome for logs and metrics: the status sent,
+// 101 for an upgrade, 499 when the client went away first.
+func (ex *exchange) status() int {
 	switch {
 	case ex.gone:
-		status = StatusClientClosed
+		return StatusClientClosed
 	case ex.upgraded:
-		status = http.StatusSwitchingProtocols
-	case status == 0:
-		status = http.StatusOK // the handler wrote nothing: net/http sends 200
+		return http.StatusSwitchingProtocols
+	case ex.rw.status == 0:
+		return http.StatusOK // the handler wrote nothing: net/http sends 200
 	}
+	return ex.rw.status
+}
+
+// logAccess writes the request's access-log line.
+func (ex *exchange) logAccess(status int, dur time.Duration) {
 	attrs := make([]slog.Attr, 0, 12)
 	attrs = append(attrs,
 		slog.String("method", ex.in.Method),
 		slog.String("path", ex.in.URL.Path),
 		slog.Int("status", status),
-		slog.Duration("dur", since(ex.start)),
+		slog.Duration("dur", dur.Round(time.Microsecond)),
 		slog.Int64("bytes", ex.rw.bytes),
 	)
 	if ex.cur >= 0 {

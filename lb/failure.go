@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"syscall"
-	"time"
 )
 
 // failure is what went wrong talking to a backend, in the terms that decide
@@ -114,9 +113,4 @@ func WriteError(w http.ResponseWriter, status int, msg string) {
 	h["Cache-Control"] = []string{"no-store"}
 	w.WriteHeader(status)
 	w.Write(append(body, '\n'))
-}
-
-// since is time.Since rounded for logs.
-func since(t time.Time) time.Duration {
-	return time.Since(t).Round(time.Microsecond)
 }

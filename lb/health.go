@@ -66,6 +66,9 @@ func (b *Balancer) checkRound(ctx context.Context, client *http.Client, p *pool)
 			reason := ""
 			if err != nil {
 				reason = probeReason(err, hc.Timeout)
+				be.probesFailed.Add(1)
+			} else {
+				be.probesPassed.Add(1)
 			}
 			t := be.recordProbe(err, reason, time.Now(), hc.HealthyThreshold, hc.UnhealthyThreshold)
 			if !t.changed {
