@@ -54,19 +54,19 @@ type TimeoutsConfig struct {
 
 // RateLimitConfig is "rate_limit".
 type RateLimitConfig struct {
-	Enabled           bool     `json:"enabled"`
-	Capacity          int64    `json:"capacity"`
-	RefillRate        float64  `json:"refill_rate"`
-	RefillInterval    Duration `json:"refill_interval"`
-	KeyHeader         string   `json:"key_header"`
-	MaxKeyLength      int      `json:"max_key_length"`
-	TrustedProxies    []string `json:"trusted_proxies"`
-	ClientsFile       string   `json:"clients_file"`
-	MaxClients        int      `json:"max_clients"`
-	IdleTimeout       Duration `json:"idle_timeout"`
-	HeadersOnAdmit    bool     `json:"headers_on_admit"`
-	TrustUnlistedKeys bool     `json:"trust_unlisted_keys"`
-	Instances         int      `json:"instances"`
+	Enabled          bool     `json:"enabled"`
+	Capacity         int64    `json:"capacity"`
+	RefillRate       float64  `json:"refill_rate"`
+	RefillInterval   Duration `json:"refill_interval"`
+	KeyHeader        string   `json:"key_header"`
+	MaxKeyLength     int      `json:"max_key_length"`
+	TrustedProxies   []string `json:"trusted_proxies"`
+	ClientsFile      string   `json:"clients_file"`
+	MaxClients       int      `json:"max_clients"`
+	IdleTimeout      Duration `json:"idle_timeout"`
+	HeadersOnAdmit   bool     `json:"headers_on_admit"`
+	UnlistedKeysByIP bool     `json:"unlisted_keys_by_ip"`
+	Instances        int      `json:"instances"`
 }
 
 // AdminConfig is "admin".

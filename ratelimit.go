@@ -90,12 +90,12 @@ func (r *rateLimit) configure(cfg *Config) {
 		return
 	}
 	r.gate.Store(&bucket.Gate{
-		Limiter:           r.limiter,
-		KeyHeader:         rl.KeyHeader,
-		MaxKeyLen:         rl.MaxKeyLength,
-		ClientIP:          r.clientIP,
-		HeadersOnAdmit:    rl.HeadersOnAdmit,
-		TrustUnlistedKeys: rl.TrustUnlistedKeys,
+		Limiter:          r.limiter,
+		KeyHeader:        rl.KeyHeader,
+		MaxKeyLen:        rl.MaxKeyLength,
+		ClientIP:         r.clientIP,
+		HeadersOnAdmit:   rl.HeadersOnAdmit,
+		UnlistedKeysByIP: rl.UnlistedKeysByIP,
 	})
 }
 

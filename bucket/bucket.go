@@ -94,9 +94,29 @@ func pack(tokens, tick uint64) uint64 { return tokens<<tickBits | tick&tickMask 
 // cannot happen: the difference is below 1<<20, inc and the stored tokens are
 // at most 1<<43.
 func topUp(s uint64, p *params, now uint64) uint64 {
-	held := s >> tickBits
-	ticks := (now - s) & tickMask
-	return min(held+ticks*p.inc, p.cap)
+	return min(s>>tickBits+elapsed(s, now)*p.inc, p.cap)
+}
+
+// elapsed returns the ticks from state s's stamp to now. A caller that loaded
+// now just before a tick can meet a stamp written after it by a faster
+// request: the difference is then "negative", which modulo 1<<20 would look
+// like a very old bucket and refill it to full. Real differences stay below
+// staleTicks plus one sweep cycle (under 1<<19, see Limiter.sweepShard), so a
+// difference in the upper half means the stamp is ahead, and no time passed.
+func elapsed(s, now uint64) uint64 {
+	if d := (now - s) & tickMask; d < 1<<(tickBits-1) {
+		return d
+	}
+	return 0
+}
+
+// stamp is the tick to write back into a bucket read in state s at tick now:
+// the later of the two, so a stamp never moves backwards.
+func stamp(s, now uint64) uint64 {
+	if (now-s)&tickMask < 1<<(tickBits-1) {
+		return now
+	}
+	return s
 }
 
 // take tops the bucket up to tick now and, when it holds a whole token, takes
@@ -112,7 +132,7 @@ func (b *bucket) take(p *params, now uint64) (bool, uint64) {
 			return false, t
 		}
 		t -= unitsPerToken
-		if b.state.CompareAndSwap(s, pack(t, now)) {
+		if b.state.CompareAndSwap(s, pack(t, stamp(s, now))) {
 			return true, t
 		}
 	}
@@ -122,7 +142,7 @@ func (b *bucket) take(p *params, now uint64) (bool, uint64) {
 // ago it was last written, without writing.
 func (b *bucket) level(p *params, now uint64) (tokens, idle uint64) {
 	s := b.state.Load()
-	return topUp(s, p, now), (now - s) & tickMask
+	return topUp(s, p, now), elapsed(s, now)
 }
 
 // refresh rewrites the bucket as of tick now without changing its meaning:
@@ -130,7 +150,7 @@ func (b *bucket) level(p *params, now uint64) (tokens, idle uint64) {
 // differences never wrap. A lost race means someone else just wrote it.
 func (b *bucket) refresh(p *params, now uint64) {
 	s := b.state.Load()
-	b.state.CompareAndSwap(s, pack(topUp(s, p, now), now))
+	b.state.CompareAndSwap(s, pack(topUp(s, p, now), stamp(s, now)))
 }
 
 // ticksFor returns how many ticks it takes p to refill need units.

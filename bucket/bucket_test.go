@@ -1,6 +1,7 @@
 package bucket
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,6 +28,66 @@ func TestBucket_NeverExceedsCapacityUnderContention(t *testing.T) {
 	wg.Wait()
 	if got := admitted.Load(); got != capacity {
 		t.Fatalf("admitted %d requests with refill stopped, want exactly %d", got, capacity)
+	}
+}
+
+// TestBucket_NeverOverspendsWhileTicking hammers one key while the clock
+// ticks: a request that read the tick counter just before a tick must not
+// mistake a bucket stamped after it for an ancient one and refill it. The
+// tokens taken during the ticks plus those left afterwards must add up to
+// exactly the capacity, however the goroutines were scheduled.
+func TestBucket_NeverOverspendsWhileTicking(t *testing.T) {
+	const capacity = 100_000
+	for range 5 {
+		// 0.001 tokens/s at 100ms ticks: 2000 ticks add 0.2 of a token.
+		l := New(Config{Default: Limits{Capacity: capacity, RefillRate: 0.001}})
+		var admitted atomic.Int64
+		stop := make(chan struct{})
+		var ready, wg sync.WaitGroup
+		for range 8 {
+			ready.Add(1)
+			wg.Go(func() {
+				ready.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if l.Allow("hot") {
+						admitted.Add(1)
+					}
+				}
+			})
+		}
+		ready.Wait()
+		for range 2000 {
+			l.Tick()
+			runtime.Gosched()
+		}
+		close(stop)
+		wg.Wait()
+		if got := admitted.Load() + int64(drain(l, "hot")); got != capacity {
+			t.Fatalf("%d tokens taken across 2000 ticks adding 0.2 of a token, want exactly the capacity of %d", got, capacity)
+		}
+	}
+}
+
+func TestBucket_StaleReaderDoesNotRefill(t *testing.T) {
+	var b bucket
+	p := newParams(Limits{Capacity: 10, RefillRate: 0.001}, DefaultRefillInterval, false)
+	b.state.Store(pack(p.cap, 6))
+	for range 10 {
+		if ok, _ := b.take(p, 6); !ok {
+			t.Fatal("a full bucket refused")
+		}
+	}
+	// A request that loaded tick 5 before the tick that others stamped.
+	if ok, left := b.take(p, 5); ok || left >= unitsPerToken {
+		t.Fatalf("take at an older tick: ok=%v, %d units left; want refused, bucket still empty", ok, left)
+	}
+	if got := b.state.Load() & tickMask; got != 6 {
+		t.Fatalf("stamp moved from tick 6 to %d", got)
 	}
 }
 

@@ -1,7 +1,6 @@
 package bucket_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -28,10 +27,9 @@ func Example() {
 }
 
 func ExampleGate() {
+	// In a program: go l.Run(ctx). Here no tick runs, so nothing refills
+	// between the two requests whatever the machine does.
 	l := bucket.New(bucket.Config{Default: bucket.Limits{Capacity: 1, RefillRate: 0.5}})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go l.Run(ctx)
 
 	g := &bucket.Gate{
 		Limiter:   l,

@@ -3,6 +3,8 @@ package bucket
 import (
 	"hash/maphash"
 	"log/slog"
+	"maps"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,9 +75,11 @@ type Limiter struct {
 	// setMu serialises writers of limits (SetDefault, SetOverrides,
 	// SetLimits, ClearLimits) so that an override and its bucket agree.
 	setMu sync.Mutex
-	// ovMu guards overrides. It is a leaf: nothing is locked while it is held.
-	ovMu      sync.RWMutex
-	overrides map[string]*params
+	// overrides maps a client (see overrideKey) to its own limits. The map
+	// is never changed in place: writers, serialised by setMu, store a new
+	// copy, so a request's lookup takes no lock. Changes are admin actions,
+	// rare next to requests.
+	overrides atomic.Pointer[map[string]*params]
 
 	// maintMu guards m: one Tick at a time.
 	maintMu sync.Mutex
@@ -151,9 +155,9 @@ func New(cfg Config) *Limiter {
 		minuteTicks: ceilTicks(time.Minute, cfg.RefillInterval, 1<<62),
 		instances:   max(cfg.Instances, 1),
 		log:         cfg.Logger,
-		overrides:   map[string]*params{},
 	}
 	l.cycleTicks = min(l.idleTicks, maxCycleTicks)
+	l.overrides.Store(&map[string]*params{})
 	l.def.Store(l.params(cfg.Default, false))
 	l.over.state.Store(pack(l.def.Load().cap, 0))
 	for i := range l.shards {
@@ -246,9 +250,7 @@ func (l *Limiter) takeNew(sh *shard, si int, kind KeyKind, key string, now uint6
 		l.clients.Add(-1)
 	} else {
 		key = strings.Clone(key) // the table outlives the request's buffers
-		l.ovMu.RLock()
-		o := l.overrides[key]
-		l.ovMu.RUnlock()
+		o := l.override(kind, key)
 		i = sh.alloc()
 		b := sh.at(i)
 		b.p.Store(o)
@@ -306,17 +308,17 @@ func (l *Limiter) SetDefault(lim Limits) {
 
 // SetOverrides replaces the whole set of per-client limits (at start and on
 // reload). Clients no longer listed fall back to the default. m is not kept.
+// Limits given to an IP address are never used for an API key that spells
+// the same address.
 func (l *Limiter) SetOverrides(m map[string]Limits) {
 	l.setMu.Lock()
 	defer l.setMu.Unlock()
 	next := make(map[string]*params, len(m))
 	for k, lim := range m {
+		_, k = overrideKey(k)
 		next[k] = l.params(lim, true)
 	}
-	l.ovMu.Lock()
-	old := l.overrides
-	l.overrides = next
-	l.ovMu.Unlock()
+	old := *l.overrides.Swap(&next)
 	for k := range old {
 		if _, ok := next[k]; !ok {
 			l.apply(k, nil)
@@ -327,15 +329,17 @@ func (l *Limiter) SetOverrides(m map[string]Limits) {
 	}
 }
 
-// SetLimits gives key its own limits (both as an IP and as an API key),
-// applied at once: a bucket holding more than the new capacity is cut down.
+// SetLimits gives key its own limits, applied at once: a bucket holding
+// more than the new capacity is cut down. Limits given to an IP address are
+// never used for an API key that spells the same address.
 func (l *Limiter) SetLimits(key string, lim Limits) {
 	l.setMu.Lock()
 	defer l.setMu.Unlock()
+	_, key = overrideKey(key)
 	p := l.params(lim, true)
-	l.ovMu.Lock()
-	l.overrides[key] = p
-	l.ovMu.Unlock()
+	next := maps.Clone(*l.overrides.Load())
+	next[key] = p
+	l.overrides.Store(&next)
 	l.apply(key, p)
 }
 
@@ -343,19 +347,62 @@ func (l *Limiter) SetLimits(key string, lim Limits) {
 func (l *Limiter) ClearLimits(key string) {
 	l.setMu.Lock()
 	defer l.setMu.Unlock()
-	l.ovMu.Lock()
-	delete(l.overrides, key)
-	l.ovMu.Unlock()
+	_, key = overrideKey(key)
+	next := maps.Clone(*l.overrides.Load())
+	delete(next, key)
+	l.overrides.Store(&next)
 	l.apply(key, nil)
 }
 
-// apply points key's buckets at p (nil: the default). Caller holds setMu.
+// HasLimits reports whether the client (kind, key) has limits of its own.
+// It takes no lock.
+func (l *Limiter) HasLimits(kind KeyKind, key string) bool {
+	return l.override(kind, key) != nil
+}
+
+// override returns the limits of the client (kind, key), or nil.
+func (l *Limiter) override(kind KeyKind, key string) *params {
+	m := *l.overrides.Load()
+	if len(m) == 0 {
+		return nil
+	}
+	p := m[key]
+	if p != nil && kind == KeyAPI && isAddr(key) {
+		// Limits given to an IP address are that address's: a request
+		// sending the address as its API key must not borrow them.
+		return nil
+	}
+	return p
+}
+
+// overrideKey returns the form a clients-file key is kept in: an IP
+// address in canonical form, so that "2001:DB8::1" finds the client the
+// balancer keys "2001:db8::1"; any other key as it is.
+func overrideKey(key string) (KeyKind, string) {
+	if ip, err := netip.ParseAddr(key); err == nil {
+		return KeyIP, ip.Unmap().String()
+	}
+	return KeyAPI, key
+}
+
+func isAddr(key string) bool {
+	_, err := netip.ParseAddr(key)
+	return err == nil
+}
+
+// apply points the buckets that key's limits govern at p (nil: the
+// default): the IP-kind client key and, unless key is an IP address, the
+// API-key client key (see override). key is in overrideKey form. Caller
+// holds setMu.
 func (l *Limiter) apply(key string, p *params) {
 	now := l.now.Load()
 	sh := &l.shards[maphash.String(l.seed, key)%numShards]
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
 	for kind := range sh.keys {
+		if KeyKind(kind) == KeyAPI && isAddr(key) {
+			continue
+		}
 		if i, ok := sh.keys[kind][key]; ok {
 			b := sh.at(i)
 			old := l.eff(b.p.Swap(p))
@@ -371,7 +418,7 @@ func (l *Limiter) convert(b *bucket, old *params, now uint64) {
 	for {
 		s := b.state.Load()
 		t := min(topUp(s, old, now), l.eff(b.p.Load()).cap)
-		if b.state.CompareAndSwap(s, pack(t, now)) {
+		if b.state.CompareAndSwap(s, pack(t, stamp(s, now))) {
 			return
 		}
 	}
@@ -390,9 +437,7 @@ type Stats struct {
 
 // Stats returns the current counters. It takes no lock on the request path.
 func (l *Limiter) Stats() Stats {
-	l.ovMu.RLock()
-	n := len(l.overrides)
-	l.ovMu.RUnlock()
+	n := len(*l.overrides.Load())
 	s := Stats{
 		Clients:    int(l.clients.Load()),
 		MaxClients: int(l.maxClients),

@@ -44,12 +44,15 @@ type Gate struct {
 	MaxKeyLen      int                        // longest KeyHeader value in bytes; 0: DefaultMaxKeyLen; longer is a 400
 	ClientIP       func(*http.Request) string // required: the canonical text of the client's IP address
 	HeadersOnAdmit bool                       // also send RateLimit-Policy and RateLimit on admitted answers
-	// TrustUnlistedKeys lets an API key without limits of its own (one not
-	// in the clients file) stand alone. By default such a request also
-	// spends a token of its client IP's bucket: the key header is whatever
-	// the client says, and a client inventing a fresh key per request would
-	// otherwise get a fresh full bucket each time.
-	TrustUnlistedKeys bool
+	// UnlistedKeysByIP keys a request whose API key has no limits of its
+	// own (is not in the clients file) by its IP address instead, as if it
+	// carried no key. The key header is whatever the client says: unless
+	// something in front of the balancer authenticates keys, a client can
+	// send a fresh made-up key with every request and get a fresh full
+	// bucket each time. With this set, only listed keys have buckets, and
+	// made-up keys neither bypass the limit nor fill the table. Off by
+	// default: every key its own bucket, as the configuration contract says.
+	UnlistedKeysByIP bool
 
 	hdr atomic.Pointer[headerName] // KeyHeader in canonical form, computed once
 }
@@ -96,15 +99,15 @@ func (g *Gate) Check(w http.ResponseWriter, r *http.Request) Verdict {
 				return v
 			}
 			v.Key = vs[0]
+			if g.UnlistedKeysByIP && !g.Limiter.HasLimits(KeyAPI, v.Key) {
+				v.Kind, v.Key = KeyIP, ""
+			}
 		}
 	}
 	if v.Kind == KeyIP {
 		v.Key = g.ClientIP(r)
 	}
 	ok, t, p, shared := g.Limiter.take(v.Kind, v.Key)
-	if ok && v.Kind == KeyAPI && !p.override && !g.TrustUnlistedKeys {
-		ok, t, p, shared = g.Limiter.take(KeyIP, g.ClientIP(r))
-	}
 	if ok {
 		if g.HeadersOnAdmit {
 			SetHeaders(w.Header(), p.decide(ok, t, shared))

@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -162,35 +163,57 @@ func TestKeyTag(t *testing.T) {
 	}
 }
 
-// TestGate_InventedKeysStillSpendTheIPBucket: a client that sends a fresh
-// made-up API key with every request must not get a fresh bucket each time.
-func TestGate_InventedKeysStillSpendTheIPBucket(t *testing.T) {
-	for _, trust := range []bool{false, true} {
+// TestGate_UnlistedKeysByIP: with UnlistedKeysByIP, a client that sends a
+// fresh made-up API key with every request gets no fresh bucket: it is
+// limited by its IP, and the table does not grow; a listed key stands alone.
+// Without it, every key has its own bucket, as the contract says.
+func TestGate_UnlistedKeysByIP(t *testing.T) {
+	for _, byIP := range []bool{true, false} {
 		g := newGate(Limits{Capacity: 3, RefillRate: 1}, "198.51.100.9")
-		g.TrustUnlistedKeys = trust
+		g.UnlistedKeysByIP = byIP
 		g.Limiter.SetLimits("listed", Limits{Capacity: 10, RefillRate: 1})
 		admitted := 0
 		for i := range 10 {
 			r := httptest.NewRequest("GET", "/", nil)
-			r.Header.Set("X-API-Key", "made-up-"+string(rune('a'+i)))
-			if g.Check(httptest.NewRecorder(), r).Allowed {
+			r.Header.Set("X-API-Key", fmt.Sprintf("made-up-%d", i))
+			if v := g.Check(httptest.NewRecorder(), r); v.Allowed {
 				admitted++
+				if byIP && (v.Kind != KeyIP || v.Key != "198.51.100.9") {
+					t.Fatalf("unlisted key verdict %+v, want keyed by IP", v)
+				}
 			}
 		}
-		want := 3 // the IP's capacity
-		if trust {
-			want = 10
+		want, clients := 10, 10
+		if byIP {
+			want, clients = 3, 1
 		}
-		if admitted != want {
-			t.Fatalf("TrustUnlistedKeys=%v: 10 invented keys from one IP admitted %d times, want %d", trust, admitted, want)
+		if st := g.Limiter.Stats(); admitted != want || st.Clients != clients || st.Admitted != uint64(want) {
+			t.Fatalf("UnlistedKeysByIP=%v: 10 invented keys from one IP: admitted %d, %d clients tracked, Stats.Admitted %d; want %d, %d, %d",
+				byIP, admitted, st.Clients, st.Admitted, want, clients, want)
 		}
-		// A key with its own limits stands alone, whatever the IP has left.
 		for i := range 10 {
 			r := httptest.NewRequest("GET", "/", nil)
 			r.Header.Set("X-API-Key", "listed")
 			if !g.Check(httptest.NewRecorder(), r).Allowed {
-				t.Fatalf("TrustUnlistedKeys=%v: listed key refused at request %d of its 10", trust, i+1)
+				t.Fatalf("UnlistedKeysByIP=%v: listed key refused at request %d of its 10", byIP, i+1)
 			}
 		}
+	}
+}
+
+// TestLimiter_ListedIPIsNotAnAPIKey: limits given to an IP address apply
+// to that address only; sending the address as an API key borrows nothing.
+func TestLimiter_ListedIPIsNotAnAPIKey(t *testing.T) {
+	l := New(Config{Default: Limits{Capacity: 2, RefillRate: 0.001}})
+	l.SetLimits("2001:DB8::1", Limits{Capacity: 50, RefillRate: 1})
+	if d := l.TakeKind(KeyIP, "2001:db8::1"); !d.Override || d.Limit != 50 {
+		t.Fatalf("the listed address (canonical form): %+v, want its own limit of 50", d)
+	}
+	if d := l.TakeKind(KeyAPI, "2001:db8::1"); d.Override || d.Limit != 2 {
+		t.Fatalf("the address sent as an API key: %+v, want the default limit of 2", d)
+	}
+	l.SetLimits("partner-7", Limits{Capacity: 9, RefillRate: 1})
+	if d := l.TakeKind(KeyAPI, "partner-7"); !d.Override || d.Limit != 9 {
+		t.Fatalf("an API key's own limits: %+v", d)
 	}
 }

@@ -310,6 +310,10 @@ func ValidateKey(key string) error {
 		return fmt.Errorf("key: must be at most %d bytes", DefaultMaxKeyLen)
 	case strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }):
 		return errors.New("key: must not contain control characters")
+	case key == "." || key == "..":
+		// They cannot be addressed as /clients/{key}: HTTP path cleaning
+		// turns them into other paths.
+		return errors.New(`key: "." and ".." are not allowed`)
 	}
 	return nil
 }

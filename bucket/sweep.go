@@ -106,6 +106,10 @@ func (l *Limiter) advance(n uint64) {
 		l.sweepShard(&l.shards[l.m.cursor], now)
 		l.m.cursor = (l.m.cursor + 1) % numShards
 	}
+	if now%(maxCycleTicks) < n {
+		// The overflow bucket belongs to no shard; keep its stamp fresh too.
+		l.over.refresh(l.def.Load(), now)
+	}
 	notes := l.periodic(now, n)
 	l.maintMu.Unlock()
 	for _, nt := range notes {
