@@ -159,7 +159,8 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.use(i)
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &bodyReader{rc: r.Body, ctl: http.NewResponseController(w), timeout: ex.pool.cfg.ReadBodyTimeout}
+		ex.body = &bodyReader{rc: r.Body, ctl: http.NewResponseController(w), timeout: ex.pool.cfg.ReadBodyTimeout}
+		r.Body = ex.body
 	}
 	ex.rp.ServeHTTP(&ex.rw, r)
 }
@@ -231,18 +232,27 @@ func (b *Balancer) Started() time.Time { return b.started }
 // bodyReader gives each read of a request body its own deadline, like
 // nginx's client_body_timeout: a slow but steady upload goes on, a stalled
 // one fails after timeout. When the body ends the deadline is cleared, so it
-// cannot cut a long streaming answer that follows.
+// cannot cut a long streaming answer that follows. After any other error it
+// stays: net/http reads what is left of an unfinished body before reusing
+// the connection, and without the deadline a stalled client would hold it
+// open forever.
 type bodyReader struct {
 	rc      io.ReadCloser
 	ctl     *http.ResponseController
 	timeout time.Duration
+	// stalled is set when a read hit the deadline. Read by the handler
+	// goroutine after the transport's reader has returned its error.
+	stalled atomic.Bool
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	b.ctl.SetReadDeadline(time.Now().Add(b.timeout))
 	n, err := b.rc.Read(p)
-	if err != nil {
+	switch {
+	case err == io.EOF:
 		b.ctl.SetReadDeadline(time.Time{})
+	case err != nil && isTimeout(err):
+		b.stalled.Store(true)
 	}
 	return n, err
 }

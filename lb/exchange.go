@@ -35,8 +35,9 @@ type exchange struct {
 	fail     failure // last failure seen, for the answer and the log
 	failErr  error
 	upgraded bool
-	gone     bool // the client went away
-	broken   bool // the answer was cut off mid-body
+	gone     bool        // the client went away
+	body     *bodyReader // the request body, when there is one
+	broken   bool        // the answer was cut off mid-body
 }
 
 func newExchange(b *Balancer) *exchange {
@@ -66,6 +67,7 @@ func (ex *exchange) reset() {
 	ex.cur, ex.tried, ex.attempts = -1, 0, 0
 	ex.fail, ex.failErr = failNone, nil
 	ex.upgraded, ex.gone, ex.broken = false, false, false
+	ex.body = nil
 	ex.sink.msg = ""
 }
 
@@ -167,6 +169,16 @@ func (keepOpen) Close() error { return nil }
 
 // errorHandler answers a request that got no response from any backend.
 func (ex *exchange) errorHandler(w http.ResponseWriter, req *http.Request, err error) {
+	if ex.body != nil && ex.body.stalled.Load() {
+		// The client stopped sending its body. net/http cancels the request
+		// on the read error, but the client is still there to be told.
+		ex.gone = false
+		ex.b.log.Warn(fmt.Sprintf("%s %s: the client sent no more of its body within %s; answered 408 and closed the connection",
+			req.Method, req.URL.Path, ex.pool.cfg.ReadBodyTimeout), "status", http.StatusRequestTimeout, "event", "body_timeout")
+		w.Header().Set("Connection", "close")
+		WriteError(w, http.StatusRequestTimeout, "request timeout: the request body stopped arriving")
+		return
+	}
 	if ex.gone || ex.in.Context().Err() != nil {
 		// Nobody is listening for an answer; this is not the backend's fault.
 		ex.gone = true

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 )
 
@@ -40,7 +41,10 @@ func classify(err error) failure {
 	case isTimeout(err):
 		return failTimeout
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		// http.Transport's error for a pooled connection the backend closed
+		// before the request went out; it wraps nothing to test for.
+		strings.Contains(err.Error(), "server closed idle connection"):
 		return failBroken
 	}
 	return failProtocol

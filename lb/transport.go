@@ -104,7 +104,7 @@ func direct(req *http.Request, be *Backend) bool {
 		return false
 	}
 	switch req.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete:
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete, http.MethodPut, http.MethodTrace:
 	default:
 		return false
 	}
@@ -247,6 +247,11 @@ func (c *h1conn) writeRequest(req *http.Request) error {
 	}
 	writeValue(w, host)
 	w.WriteString("\r\n")
+	if req.Method == http.MethodPut {
+		// A PUT without a body still says so; some servers answer 411
+		// Length Required otherwise. http.Request.Write does the same.
+		w.WriteString("Content-Length: 0\r\n")
+	}
 	for k, vv := range req.Header {
 		switch k {
 		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
