@@ -275,12 +275,13 @@ func trustedProxies(cfg *Config) lb.TrustedProxies {
 	return t
 }
 
-// applyRuntime sets the garbage collector's knobs from "runtime".
+// applyRuntime sets the garbage collector's knobs from "runtime". The
+// GOGC and GOMEMLIMIT environment variables, when set, win.
 func applyRuntime(r RuntimeConfig) {
-	if r.GOGC != 0 {
+	if r.GOGC != 0 && os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(r.GOGC)
 	}
-	if r.MemoryLimit != "" {
+	if r.MemoryLimit != "" && os.Getenv("GOMEMLIMIT") == "" {
 		if n, err := parseBytes(r.MemoryLimit); err == nil {
 			debug.SetMemoryLimit(n)
 		}

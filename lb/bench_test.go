@@ -1,11 +1,14 @@
 package lb
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // BenchmarkPick answers: what does choosing a backend cost, per policy and
@@ -75,4 +78,84 @@ func benchmarkGet(b *testing.B, url string) {
 			b.Fatalf("status %d", resp.StatusCode)
 		}
 	}
+}
+
+// BenchmarkServeHTTP answers: what does the balancer's handler cost per
+// request, the network and net/http's server aside? The backend is an
+// in-memory connection that answers every request with a canned response,
+// and the ResponseWriter is a reused fake, so what is left is the
+// balancer: pick, ReverseProxy, the direct transport, the access log.
+func BenchmarkServeHTTP(b *testing.B) {
+	for _, accessLog := range []bool{false, true} {
+		b.Run(fmt.Sprintf("access-log=%v", accessLog), func(b *testing.B) {
+			cfg := Config{Backends: []BackendConfig{{URL: mustURL(b, "http://10.0.0.1:80")}}, AccessLog: accessLog}
+			bal, err := New(cfg, Options{Logger: discardLogger(), AccessLog: discardLogger()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			bal.pool.Load().transport.dial = func(context.Context, string, string) (net.Conn, error) {
+				return &cannedConn{answer: []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" +
+					"Date: Fri, 27 Nov 2026 12:00:00 GMT\r\nContent-Length: 22\r\n\r\nhello from the backend")}, nil
+			}
+			req := httptest.NewRequest("GET", "http://shop.example/products?page=2", nil)
+			req.RemoteAddr = "203.0.113.9:51234"
+			req.Header.Set("User-Agent", "bench/1.0")
+			req.Header.Set("Accept", "*/*")
+			w := &fakeWriter{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				w.code = 0
+				bal.ServeHTTP(w, req)
+				if w.code != 200 {
+					b.Fatalf("status %d", w.code)
+				}
+			}
+		})
+	}
+}
+
+// cannedConn is a backend connection in memory: each request written to it
+// is answered with answer.
+type cannedConn struct {
+	answer  []byte
+	pending []byte
+}
+
+func (c *cannedConn) Write(p []byte) (int, error) {
+	c.pending = c.answer
+	return len(p), nil
+}
+
+func (c *cannedConn) Read(p []byte) (int, error) {
+	if len(c.pending) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+func (c *cannedConn) Close() error                     { return nil }
+func (c *cannedConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *cannedConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *cannedConn) SetDeadline(time.Time) error      { return nil }
+func (c *cannedConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *cannedConn) SetWriteDeadline(time.Time) error { return nil }
+
+// fakeWriter is a reusable ResponseWriter that keeps only the status.
+type fakeWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *fakeWriter) Header() http.Header { return w.h }
+func (w *fakeWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+func (w *fakeWriter) Write(p []byte) (int, error) {
+	w.WriteHeader(200)
+	return len(p), nil
 }

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -38,6 +40,9 @@ type exchange struct {
 	gone     bool        // the client went away
 	body     *bodyReader // the request body, when there is one
 	broken   bool        // the answer was cut off mid-body
+	// scratch is the direct transport's memory for this request's response
+	// head; the reset between requests is fastHead's own.
+	scratch respScratch
 }
 
 func newExchange(b *Balancer) *exchange {
@@ -87,27 +92,42 @@ func (ex *exchange) use(i int) {
 // rewrite points the outgoing request at the chosen backend and sets the
 // X-Forwarded-* headers. The Host header is passed through as the client
 // sent it, as HAProxy, Traefik and Caddy do; X-Forwarded-Host carries it too.
+//
+// ReverseProxy has already stripped any X-Forwarded-* headers from the
+// outgoing request, because a client can write whatever it likes there. When
+// the direct peer is a trusted proxy, its chain is kept and the peer
+// appended, and its X-Forwarded-Host and -Proto are kept. This does what
+// ProxyRequest.SetXForwarded does with one allocation instead of five.
 func (ex *exchange) rewrite(pr *httputil.ProxyRequest) {
 	u := ex.backend().URL
-	pr.Out.URL.Scheme = u.Scheme
-	pr.Out.URL.Host = u.Host
-	_, _, trusted := ex.pool.cfg.TrustedProxies.ClientIP(pr.In)
+	in, out := pr.In, pr.Out
+	out.URL.Scheme = u.Scheme
+	out.URL.Host = u.Host
+	peer := hostOnly(in.RemoteAddr)
+	ip, err := netip.ParseAddr(peer)
+	if err != nil {
+		return // not a TCP peer: nothing true to say about it
+	}
+	trusted := ex.pool.cfg.TrustedProxies.Contains(ip)
+	v := make([]string, 3)
+	v[0], v[1], v[2] = peer, in.Host, "http"
+	if in.TLS != nil {
+		v[2] = "https"
+	}
 	if trusted {
-		// A trusted proxy's chain is kept and our peer appended; anyone
-		// else's X-Forwarded-* headers were stripped by ReverseProxy, because
-		// a client can write whatever it likes there.
-		if xff := pr.In.Header["X-Forwarded-For"]; len(xff) > 0 {
-			pr.Out.Header["X-Forwarded-For"] = xff
+		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
+			v[0] = strings.Join(prior, ", ") + ", " + peer
+		}
+		if h := in.Header["X-Forwarded-Host"]; len(h) > 0 {
+			v[1] = h[0]
+		}
+		if p := in.Header["X-Forwarded-Proto"]; len(p) > 0 {
+			v[2] = p[0]
 		}
 	}
-	pr.SetXForwarded()
-	if trusted {
-		for _, h := range [...]string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
-			if v := pr.In.Header[h]; len(v) > 0 {
-				pr.Out.Header[h] = v
-			}
-		}
-	}
+	out.Header["X-Forwarded-For"] = v[0:1:1]
+	out.Header["X-Forwarded-Host"] = v[1:2:2]
+	out.Header["X-Forwarded-Proto"] = v[2:3:3]
 }
 
 // RoundTrip sends the request to the backend in use and, when the failure
@@ -125,7 +145,7 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 	for {
 		be := ex.backend()
 		be.requests.Add(1)
-		resp, err := ex.pool.transport.roundTrip(req, be, ex.start)
+		resp, err := ex.pool.transport.roundTrip(req, be, ex.start, &ex.scratch)
 		if err == nil {
 			if resp.StatusCode == http.StatusSwitchingProtocols {
 				ex.upgraded = true

@@ -31,6 +31,9 @@ type transport struct {
 	std             *http.Transport
 	dialer          net.Dialer
 	responseTimeout time.Duration
+	// dial replaces dialer.DialContext when set: benchmarks plug in an
+	// in-memory backend so they measure the balancer, not the network.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func newTransport(dial, response time.Duration) *transport {
@@ -69,8 +72,9 @@ const (
 	idleConnTimeout = 50 * time.Second
 )
 
-// roundTrip sends req to be.
-func (t *transport) roundTrip(req *http.Request, be *Backend, now time.Time) (*http.Response, error) {
+// roundTrip sends req to be. On the direct path the Response is built in
+// rs, which must stay untouched until the caller is done with it.
+func (t *transport) roundTrip(req *http.Request, be *Backend, now time.Time, rs *respScratch) (*http.Response, error) {
 	if !direct(req, be) {
 		return t.std.RoundTrip(req)
 	}
@@ -85,7 +89,7 @@ func (t *transport) roundTrip(req *http.Request, be *Backend, now time.Time) (*h
 		if err != nil {
 			return nil, err
 		}
-		resp, err := c.roundTrip(req, t.responseTimeout, now)
+		resp, err := c.roundTrip(req, t.responseTimeout, now, rs)
 		if err == nil {
 			return resp, nil
 		}
@@ -127,7 +131,11 @@ func (t *transport) conn(ctx context.Context, be *Backend, fresh bool, now time.
 		}
 		break
 	}
-	nc, err := t.dialer.DialContext(ctx, "tcp", be.addr)
+	dial := t.dialer.DialContext
+	if t.dial != nil {
+		dial = t.dial
+	}
+	nc, err := dial(ctx, "tcp", be.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +166,7 @@ type h1conn struct {
 
 // roundTrip writes req and reads the answer's head; the body is read by the
 // caller through the returned Response.
-func (c *h1conn) roundTrip(req *http.Request, timeout time.Duration, now time.Time) (*http.Response, error) {
+func (c *h1conn) roundTrip(req *http.Request, timeout time.Duration, now time.Time, rs *respScratch) (*http.Response, error) {
 	c.nothingRead = false
 	stop := context.AfterFunc(req.Context(), c.abort)
 	if err := c.writeRequest(req); err != nil {
@@ -178,7 +186,7 @@ func (c *h1conn) roundTrip(req *http.Request, timeout time.Duration, now time.Ti
 	}
 	var resp *http.Response
 	if err == nil {
-		resp, err = c.readResponse(req)
+		resp, err = c.readResponse(req, rs)
 	}
 	if err != nil {
 		stop()
@@ -191,7 +199,12 @@ func (c *h1conn) roundTrip(req *http.Request, timeout time.Duration, now time.Ti
 	if timeout > 0 {
 		c.nc.SetReadDeadline(time.Time{})
 	}
-	resp.Body = &h1body{c: c, rc: resp.Body, stop: stop, reuse: !resp.Close, now: now}
+	b := &rs.body
+	if resp != &rs.resp { // read by http.ReadResponse
+		*b = h1body{mode: bodyStd, std: resp.Body}
+	}
+	b.c, b.stop, b.reuse, b.now = c, stop, !resp.Close, now
+	resp.Body = b
 	return resp, nil
 }
 
@@ -208,7 +221,10 @@ func (e *timeoutError) Temporary() bool { return true }
 // readResponse reads the final response head, passing 1xx informational
 // answers (103 Early Hints) to ReverseProxy's trace hook as http.Transport
 // does.
-func (c *h1conn) readResponse(req *http.Request) (*http.Response, error) {
+func (c *h1conn) readResponse(req *http.Request, rs *respScratch) (*http.Response, error) {
+	if resp, ok, err := fastHead(c.br, req, rs); ok || err != nil {
+		return resp, err
+	}
 	for {
 		resp, err := http.ReadResponse(c.br, req)
 		if err != nil {
@@ -302,20 +318,29 @@ func validFieldName(k string) bool {
 // could not be found.
 type h1body struct {
 	c     *h1conn
-	rc    io.ReadCloser
 	stop  func() bool
 	reuse bool
 	now   time.Time
 	done  bool
+
+	mode      int           // bodyStd, bodyNone, ... (h1resp.go)
+	std       io.ReadCloser // bodyStd: net/http's reader
+	remaining int64         // bodyFixed: bytes still to come
+	chunked   io.Reader     // bodyChunked
+	resp      *http.Response
 }
 
-func (b *h1body) Read(p []byte) (int, error) {
+func (b *h1body) Read(p []byte) (n int, err error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	n, err := b.rc.Read(p)
+	if b.mode == bodyStd {
+		n, err = b.std.Read(p)
+	} else {
+		n, err = b.readFraming(p)
+	}
 	if err == io.EOF {
-		b.finish(true)
+		b.finish(b.mode != bodyUntilClose)
 	} else if err != nil {
 		b.finish(false)
 	}

@@ -70,7 +70,7 @@ func stdlbConfig(dir, name string, port, adminPort int, backends []int, limited 
 	c.AccessLog = limited
 	rl := &c.RateLimit
 	rl.Enabled = limited
-	rl.Capacity, rl.RefillRate, rl.RefillInterval = 1_000_000_000, 1_000_000_000, "100ms"
+	rl.Capacity, rl.RefillRate, rl.RefillInterval = 8_000_000, 1_000_000, "100ms"
 	rl.KeyHeader = "X-API-Key"
 	rl.TrustedProxies = []string{}
 	rl.ClientsFile = filepath.Join(dir, name+"-clients.json")
