@@ -49,11 +49,12 @@ func newExchange(b *Balancer) *exchange {
 	ex := &exchange{b: b, cur: -1}
 	ex.proxyLog = log.New(&ex.sink, "", 0)
 	ex.rp = httputil.ReverseProxy{
-		Rewrite:      ex.rewrite,
-		Transport:    ex,
-		ErrorHandler: ex.errorHandler,
-		BufferPool:   &b.buffers,
-		ErrorLog:     ex.proxyLog,
+		Rewrite:        ex.rewrite,
+		Transport:      ex,
+		ModifyResponse: ex.modifyResponse,
+		ErrorHandler:   ex.errorHandler,
+		BufferPool:     &b.buffers,
+		ErrorLog:       ex.proxyLog,
 	}
 	return ex
 }
@@ -180,6 +181,29 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = req.Clone(req.Context())
 		req.URL.Scheme, req.URL.Host = nb.URL.Scheme, nb.URL.Host
 	}
+}
+
+// modifyResponse hands the backend's header values to the client's header
+// map as they are. ReverseProxy would otherwise copy them value by value,
+// one allocation per field, and parse Content-Type once more to decide on
+// flushing; without Content-Type left in the Response it decides from the
+// length alone, which flushes every answer of unknown length (server-sent
+// events included) as it comes. The values are never pooled memory (see
+// respScratch), so the client's map may keep them.
+func (ex *exchange) modifyResponse(res *http.Response) error {
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		return nil // ReverseProxy reads Upgrade from res.Header to switch
+	}
+	dst := ex.rw.Header()
+	for k, vv := range res.Header {
+		if prev := dst[k]; len(prev) > 0 {
+			dst[k] = append(prev, vv...)
+		} else {
+			dst[k] = vv
+		}
+	}
+	clear(res.Header)
+	return nil
 }
 
 // keepOpen is a request body whose Close is left to ReverseProxy.

@@ -13,14 +13,15 @@ import (
 )
 
 // respScratch is the memory one exchange lends the direct transport for
-// the response head: the Response, its Header map and value slices, the
-// body reader. It is reused for the exchange's next request, which is safe
-// because ReverseProxy lets go of the Response before its ServeHTTP
-// returns, and the exchange is recycled only after that.
+// the response head: the Response, its Header map, the body reader. It is
+// reused for the exchange's next request, which is safe because
+// ReverseProxy lets go of the Response before its ServeHTTP returns, and
+// the exchange is recycled only after that. The header values are not
+// pooled: exchange.modifyResponse hands them on to the client's header map,
+// which net/http reads after the handler has returned.
 type respScratch struct {
 	resp http.Response
 	hdr  http.Header
-	vals []string
 	head []byte
 	body h1body
 }
@@ -114,10 +115,7 @@ func fastHead(br *bufio.Reader, req *http.Request, rs *respScratch) (resp *http.
 		rs.hdr = make(http.Header, 16)
 	}
 	clear(rs.hdr)
-	if cap(rs.vals) < nf {
-		rs.vals = make([]string, nf)
-	}
-	vals := rs.vals[:nf]
+	vals := make([]string, nf)
 	contentLength, chunked, closeConn := int64(-1), false, line[7] == '0'
 	for i, f := range fields[:nf] {
 		k, v := s[f.k0:f.k1], s[f.v0:f.v1]

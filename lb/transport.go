@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -179,13 +178,6 @@ func (c *h1conn) roundTrip(req *http.Request, timeout time.Duration, now time.Ti
 	if timeout > 0 {
 		c.nc.SetReadDeadline(now.Add(timeout))
 	}
-	// Step aside while the backend works. net/http has just made this
-	// connection's background reader runnable on this P; yielding runs it
-	// here instead of waking another thread to steal it (which, on a
-	// busy 2-core box, showed as 0.7 nanosleep calls per request from
-	// the runtime's spinning threads, 0.06 with the yield), and the
-	// answer has often arrived when we come back.
-	runtime.Gosched()
 	// Wait for the first byte apart from parsing, to tell a connection the
 	// backend had already closed (nothing read) from a broken answer.
 	_, err := c.br.Peek(1)
