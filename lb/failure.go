@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -108,7 +109,10 @@ const StatusClientClosed = 499
 // Every error the balancer itself answers goes through here, so clients can
 // always parse an error body.
 func WriteError(w http.ResponseWriter, status int, msg string) {
-	body, _ := json.Marshal(struct {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // a JSON body, not HTML: keep "<token>" readable
+	enc.Encode(struct {
 		Error string `json:"error"`
 	}{msg})
 	h := w.Header()
@@ -116,5 +120,5 @@ func WriteError(w http.ResponseWriter, status int, msg string) {
 	h["X-Content-Type-Options"] = []string{"nosniff"}
 	h["Cache-Control"] = []string{"no-store"}
 	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
+	w.Write(buf.Bytes())
 }
