@@ -32,7 +32,7 @@ func TestStatusPage_RendersEachBackend(t *testing.T) {
 		`<div class="card down" data-url="http://10.0.0.2:80">`,
 		`<div class="state">down</div>`,
 		`last check: /healthz answered 503 &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;`,
-		`on · 42 clients tracked (max 1000) · 900 admitted · 17 rejected`,
+		`on · clients tracked: 42 of at most 1000 · admitted: 900 · rejected: 17`,
 		`name="viewport"`,
 	} {
 		if !strings.Contains(page, want) {
