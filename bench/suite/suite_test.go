@@ -240,7 +240,7 @@ func TestAppendResults_HeaderOnce(t *testing.T) {
 	}
 	b, _ := os.ReadFile(path)
 	s := string(b)
-	if strings.Count(s, "# make bench results") != 1 || strings.Count(s, "\n## ") != 2 ||
+	if strings.Count(s, "# make bench results") != 1 || strings.Count(s, "\n### ") != 2 ||
 		!strings.Contains(s, "table 0\n```") || !strings.Contains(s, "nproc ") {
 		t.Fatalf("RESULTS.md:\n%s", s)
 	}

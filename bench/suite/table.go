@@ -171,7 +171,7 @@ func appendResults(path, cmdline string, o options, table string) error {
 	if err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
-	fmt.Fprintf(f, "%s\n## %s · nproc %d · %s\n\n`%s` · %s %s/%s · %d connections, %d rounds × %v after %v warm-up\n\n```text\n%s```\n",
+	fmt.Fprintf(f, "%s\n### %s · nproc %d · %s\n\n`%s` · %s %s/%s · %d connections, %d rounds × %v after %v warm-up\n\n```text\n%s```\n",
 		head, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), cpuModel(),
 		cmdline, runtime.Version(), runtime.GOOS, runtime.GOARCH, o.conns, o.rounds, o.dur, o.warmup, table)
 	if err := f.Close(); err != nil {
