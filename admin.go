@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -26,7 +27,7 @@ import (
 func newAdmin(a *app) http.Handler {
 	cfg := a.cfg.Load()
 	token := os.Getenv(cfg.Admin.TokenEnv)
-	auth := &tokenAuth{env: cfg.Admin.TokenEnv}
+	auth := &tokenAuth{env: cfg.Admin.TokenEnv, log: a.log}
 	if token != "" {
 		sum := sha256.Sum256([]byte(token))
 		auth.sum = &sum
@@ -46,14 +47,54 @@ func newAdmin(a *app) http.Handler {
 	mux.Handle("GET /status", readOnly(a.serveStatus))
 	mux.Handle("GET /metrics", readOnly(a.serveMetrics))
 	mux.Handle("GET /{$}", readOnly(a.servePage))
-	clients := auth.wrap(bucket.NewClientsHandler(a.limit.store, a.limit.limiter))
+	clients := auth.wrap(auditClients(bucket.NewClientsHandler(a.limit.store, a.limit.limiter), a.log))
 	mux.Handle("/clients", clients)
 	mux.Handle("/clients/", clients)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		lb.WriteError(w, http.StatusNotFound, "no such admin endpoint: "+r.URL.Path+
 			" (try /status, /metrics, /clients or /healthz)")
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux answers a path with . or .. segments with a redirect to the
+		// cleaned path; an API answers such a key with an error instead.
+		if p := r.URL.Path; strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+			strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") || strings.Contains(p, "//") {
+			lb.WriteError(w, http.StatusBadRequest, "path "+p+": empty, . and .. segments are not allowed")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// auditClients logs every change made through /clients: who, what, and
+// the outcome. API keys appear as their tag, never verbatim.
+func auditClients(next http.Handler, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			next.ServeHTTP(w, r)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		key := strings.TrimPrefix(r.URL.Path, "/clients/")
+		if _, err := netip.ParseAddr(key); err != nil {
+			key = "key:" + bucket.KeyTag(key)
+		}
+		logger.Info("admin: "+r.Method+" client limits", "client", key, "status", sw.status, "remote", r.RemoteAddr)
+	})
+}
+
+// statusWriter notes the status an admin handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // tokenAuth checks "Authorization: Bearer <token>". The token is compared
@@ -62,6 +103,7 @@ func newAdmin(a *app) http.Handler {
 type tokenAuth struct {
 	env string
 	sum *[sha256.Size]byte // nil: no token configured
+	log *slog.Logger
 }
 
 func (t *tokenAuth) wrap(next http.Handler) http.Handler {
@@ -71,9 +113,10 @@ func (t *tokenAuth) wrap(next http.Handler) http.Handler {
 				t.env+" (admin.token_env) to a secret, restart, and send Authorization: Bearer <token>")
 			return
 		}
-		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(given))
-		if !ok || subtle.ConstantTimeCompare(sum[:], t.sum[:]) != 1 {
+		scheme, given, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(given)))
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], t.sum[:]) != 1 {
+			t.log.Warn("admin: refused "+r.Method+" "+r.URL.Path+": missing or wrong token", "remote", r.RemoteAddr)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="stdlb admin"`)
 			lb.WriteError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token>")
 			return

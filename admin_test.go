@@ -55,6 +55,27 @@ func TestAdmin_ClientsNeedTheToken(t *testing.T) {
 	if code, body := adminDo(t, "GET", base+"/clients", "s3cret", ""); code != 200 || body["clients"] == nil {
 		t.Fatalf("right token: %d %v", code, body)
 	}
+	if code, _ := adminDo(t, "GET", base+"/clients", "Bearer s3cret", ""); code != 401 {
+		t.Fatalf("a doubled scheme: %d, want 401", code)
+	}
+	req, _ := http.NewRequest("GET", base+"/clients", nil)
+	req.Header.Set("Authorization", "bearer s3cret") // the scheme is case-insensitive (RFC 9110)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("lower-case scheme: %v %v", resp, err)
+	}
+	for _, p := range []string{"/clients/..", "/clients/.", "/clients//x"} {
+		req, _ := http.NewRequest("PUT", base+p, strings.NewReader(`{"capacity": 1, "refill_rate": 1}`))
+		req.URL.Opaque = "//" + r.AdminAddr() + p // keep the path as it is
+		req.Header.Set("Authorization", "Bearer s3cret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 || resp.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("PUT %s: %d %s, want a 400 JSON error", p, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
 	if code, _ := adminDo(t, "GET", base+"/healthz", "", ""); code != 200 {
 		t.Fatalf("/healthz without a token: %d, want 200", code)
 	}

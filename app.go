@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,9 @@ type app struct {
 
 	// cfg is the configuration in use; reload swaps it.
 	cfg atomic.Pointer[Config]
+	// initial is the configuration at start: what restart-only settings
+	// keep meaning whatever reloads have read since.
+	initial *Config
 
 	access *bufferedWriter
 	page   *template.Template
@@ -47,7 +52,7 @@ type app struct {
 // in use is reported before the process claims to be up. It starts no
 // goroutine.
 func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, access *bufferedWriter) (*app, error) {
-	a := &app{path: path, over: over, log: logger, access: access, page: newPageTemplate()}
+	a := &app{path: path, over: over, log: logger, access: access, page: newPageTemplate(), initial: cfg}
 	a.cfg.Store(cfg)
 	applyRuntime(cfg.Runtime)
 
@@ -78,6 +83,8 @@ func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, acces
 		a.admin = &http.Server{
 			Handler:           newAdmin(a),
 			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second, // admin requests are small and nothing streams
+			WriteTimeout:      30 * time.Second,
 			IdleTimeout:       time.Minute,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		}
@@ -118,7 +125,8 @@ func (a *app) serve(ctx context.Context, hup <-chan os.Signal) error {
 		go func() { errc <- a.admin.Serve(a.adminLn) }()
 	}
 	a.log.Info("listening", "addr", a.Addr(), "admin", a.AdminAddr(), "config", a.path,
-		"backends", len(cfg.Backends), "algorithm", cfg.Algorithm, "rate_limit", cfg.RateLimit.Enabled, "version", version)
+		"backends", len(cfg.Backends), "algorithm", cfg.Algorithm, "rate_limit", cfg.RateLimit.Enabled,
+		"clients_file", a.limit.store.Path(), "clients_with_own_limits", a.limit.limiter.Stats().Overrides, "version", version)
 
 	var serveErr error
 loop:
@@ -155,6 +163,7 @@ loop:
 	}
 	bgCancel()
 	bg.Wait()
+	a.access.Flush() // lines of requests that ended after the flusher stopped
 	a.log.Info("stopped", "drained_in", time.Since(start).Round(time.Millisecond))
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
@@ -182,12 +191,13 @@ func (a *app) reload() {
 		a.logRejected(err)
 		return
 	}
-	for _, s := range append(restartOnly(old, cfg), a.limit.restartOnly(cfg)...) {
-		a.log.Warn("reload: " + s + " changes only on restart; keeping the running value")
+	for _, s := range append(restartOnly(a.initial, cfg), a.limit.restartOnly(cfg)...) {
+		a.log.Warn("reload: " + s + " changes only on restart; keeping the value the balancer started with")
 	}
 	applyRuntime(cfg.Runtime)
 	a.cfg.Store(cfg)
-	a.log.Info("configuration reloaded", "config", a.path)
+	a.log.Info("configuration reloaded", "config", a.path, "changed", configDiff(old, cfg),
+		"clients_with_own_limits", a.limit.limiter.Stats().Overrides)
 }
 
 func (a *app) logRejected(err error) {
@@ -202,26 +212,68 @@ func (a *app) logRejected(err error) {
 	a.log.Error("reload rejected: keeping the running configuration", "config", a.path)
 }
 
-// restartOnly names the settings that differ between old and cfg but are
-// fixed once listening.
-func restartOnly(old, cfg *Config) []string {
+// restartOnly names the settings that differ between the configuration
+// the balancer started with and cfg but are fixed once listening.
+func restartOnly(initial, cfg *Config) []string {
 	var out []string
-	if old.Listen != cfg.Listen {
-		out = append(out, "listen")
-	}
-	if old.Admin != cfg.Admin {
-		out = append(out, "admin")
-	}
-	if old.Timeouts.ReadHeader != cfg.Timeouts.ReadHeader || old.Timeouts.Idle != cfg.Timeouts.Idle {
-		out = append(out, "timeouts.read_header and timeouts.idle")
-	}
-	if old.MaxHeaderBytes != cfg.MaxHeaderBytes {
-		out = append(out, "max_header_bytes")
-	}
-	if old.LogFormat != cfg.LogFormat {
-		out = append(out, "log_format")
+	for _, c := range []struct {
+		name    string
+		changed bool
+	}{
+		{"listen", initial.Listen != cfg.Listen},
+		{"admin", initial.Admin != cfg.Admin},
+		{"timeouts.read_header", initial.Timeouts.ReadHeader != cfg.Timeouts.ReadHeader},
+		{"timeouts.idle", initial.Timeouts.Idle != cfg.Timeouts.Idle},
+		{"max_header_bytes", initial.MaxHeaderBytes != cfg.MaxHeaderBytes},
+		{"log_format", initial.LogFormat != cfg.LogFormat},
+	} {
+		if c.changed {
+			out = append(out, c.name)
+		}
 	}
 	return out
+}
+
+// configDiff lists the field paths whose values differ between old and
+// cfg ("retries", "backends[1].weight"), for the reload log line.
+func configDiff(old, cfg *Config) []string {
+	flat := func(c *Config) map[string]string {
+		m := map[string]string{}
+		data, _ := json.Marshal(c)
+		var v any
+		json.Unmarshal(data, &v)
+		flatten("", v, m)
+		return m
+	}
+	a, b := flat(old), flat(cfg)
+	var out []string
+	for k, v := range b {
+		if a[k] != v {
+			out = append(out, k)
+		}
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func flatten(path string, v any, out map[string]string) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			flatten(joinPath(path, k), e, out)
+		}
+	case []any:
+		for i, e := range v {
+			flatten(fmt.Sprintf("%s[%d]", path, i), e, out)
+		}
+	default:
+		out[path] = fmt.Sprint(v)
+	}
 }
 
 // checkStartOnly checks what depends on the environment rather than the
@@ -254,6 +306,7 @@ func lbConfig(cfg *Config) lb.Config {
 		DialTimeout:     cfg.Timeouts.BackendDial.D(),
 		ResponseTimeout: cfg.Timeouts.BackendResponse.D(),
 		ReadBodyTimeout: cfg.Timeouts.ReadBody.D(),
+		WriteTimeout:    cfg.Timeouts.Write.D(),
 		AccessLog:       cfg.AccessLog,
 		TrustedProxies:  trustedProxies(cfg),
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -263,6 +264,40 @@ func TestRun_ExitCodes(t *testing.T) {
 	stdout.Reset()
 	if code := run([]string{"-version"}, &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "stdlb ") {
 		t.Fatalf("-version: exit %d, %q", code, stdout.String())
+	}
+	if code := run([]string{"-h"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("-h: exit %d, want 0", code)
+	}
+	// No file and none asked for: -backends alone is enough.
+	t.Setenv("CONFIG_PATH", "")
+	t.Chdir(t.TempDir())
+	stdout.Reset()
+	if code := run([]string{"-check-config", "-backends", "http://127.0.0.1:9"}, &stdout, &stderr); code != 0 ||
+		!strings.Contains(stdout.String(), "configuration ok (1 backend, round-robin; clients file clients.json absent") {
+		t.Fatalf("-backends without a config file: exit %d, %q %q", code, stdout.String(), stderr.String())
+	}
+	if code := run([]string{"-check-config"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("no config file and no -backends: exit %d, want 2", code)
+	}
+}
+
+func TestReload_NamesWhatChangedAndWhatNeedsARestart(t *testing.T) {
+	a := defaultConfig()
+	a.Backends = []BackendConfig{{URL: "http://a:1"}, {URL: "http://b:1", Weight: 2}}
+	b := a
+	b.Backends = []BackendConfig{{URL: "http://a:1"}, {URL: "http://b:1", Weight: 3}}
+	b.Retries = 1
+	b.Timeouts.Idle = Seconds(30)
+	if got := configDiff(&a, &b); !slices.Equal(got, []string{"backends[1].weight", "retries", "timeouts.idle"}) {
+		t.Fatalf("configDiff = %v", got)
+	}
+	if got := restartOnly(&a, &b); !slices.Equal(got, []string{"timeouts.idle"}) {
+		t.Fatalf("restartOnly = %v, want only timeouts.idle", got)
+	}
+	// Back to the value the balancer started with: nothing to warn about.
+	b.Timeouts.Idle = a.Timeouts.Idle
+	if got := restartOnly(&a, &b); len(got) != 0 {
+		t.Fatalf("restartOnly after restoring the value = %v, want none", got)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -46,6 +47,7 @@ type HealthConfig struct {
 type TimeoutsConfig struct {
 	ReadHeader      Duration `json:"read_header"`
 	ReadBody        Duration `json:"read_body"`
+	Write           Duration `json:"write"`
 	Idle            Duration `json:"idle"`
 	BackendDial     Duration `json:"backend_dial"`
 	BackendResponse Duration `json:"backend_response"`
@@ -98,7 +100,7 @@ func defaultConfig() Config {
 		},
 		Retries: 2,
 		Timeouts: TimeoutsConfig{
-			ReadHeader: Seconds(5), ReadBody: Seconds(30), Idle: Seconds(60),
+			ReadHeader: Seconds(5), ReadBody: Seconds(30), Write: Seconds(60), Idle: Seconds(60),
 			BackendDial: Seconds(2), BackendResponse: Seconds(30), Shutdown: Seconds(15),
 		},
 		MaxHeaderBytes: 64 << 10,
@@ -158,7 +160,7 @@ func (e *ConfigError) Error() string {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		if e.Source != "" {
+		if e.Source != "" && !strings.HasPrefix(p, "flag ") {
 			b.WriteString(e.Source + ": ")
 		}
 		b.WriteString(p)
@@ -195,7 +197,12 @@ func ParseConfig(data []byte, o Overrides) (*Config, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var raw any
-	if err := dec.Decode(&raw); err != nil {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, &ConfigError{Problems: []string{`the file is empty (want a JSON object such as {"backends": [{"url": "http://127.0.0.1:9001"}]})`}}
+	}
+	if err := dec.Decode(&raw); err == io.ErrUnexpectedEOF {
+		return nil, &ConfigError{Problems: []string{"not valid JSON: the file ends in the middle of a value (cut short?)"}}
+	} else if err != nil {
 		return nil, &ConfigError{Problems: []string{"not valid JSON: " + jsonErrorWithLine(data, err)}}
 	}
 	if dec.More() {
@@ -217,7 +224,17 @@ func ParseConfig(data []byte, o Overrides) (*Config, error) {
 			cfg.Backends = append(cfg.Backends, BackendConfig{URL: strings.TrimSpace(u)})
 		}
 	}
-	problems = append(problems, cfg.validate(problems)...)
+	for _, p := range cfg.validate(problems) {
+		// A problem in a value the command line gave is the flag's, not the
+		// file's.
+		switch {
+		case o.Backends != "" && strings.HasPrefix(p, "backends"):
+			p = "flag -" + p
+		case o.Listen != "" && strings.HasPrefix(p, "listen:"):
+			p = "flag -" + p
+		}
+		problems = append(problems, p)
+	}
 	if len(problems) > 0 {
 		return nil, &ConfigError{Problems: problems}
 	}

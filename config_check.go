@@ -200,6 +200,7 @@ func (c *Config) validate(shapeProblems []string) []string {
 	t := c.Timeouts
 	positive("timeouts.read_header", t.ReadHeader)
 	positive("timeouts.read_body", t.ReadBody)
+	positive("timeouts.write", t.Write)
 	positive("timeouts.idle", t.Idle)
 	positive("timeouts.backend_dial", t.BackendDial)
 	positive("timeouts.backend_response", t.BackendResponse)

@@ -45,7 +45,10 @@ func TestParseConfig_OverridesWin(t *testing.T) {
 		t.Fatalf("overrides not applied: listen %q backends %+v", cfg.Listen, cfg.Backends)
 	}
 	_, err = ParseConfig([]byte(minimalConfig), Overrides{Backends: "127.0.0.1:9001"})
-	wantProblems(t, err, `backends[0].url: "127.0.0.1:9001" has no http:// or https:// scheme`)
+	wantProblems(t, err, `flag -backends[0].url: "127.0.0.1:9001" has no http:// or https:// scheme`)
+	if want := `flag -backends[0].url: "127.0.0.1:9001" has no http:// or https:// scheme`; (&ConfigError{Source: "config.json", Problems: err.(*ConfigError).Problems}).Error() != want {
+		t.Fatalf("a flag's problem is blamed on the file: %v", err)
+	}
 }
 
 func wantProblems(t *testing.T, err error, want ...string) {
@@ -114,6 +117,8 @@ func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
 			"not valid JSON: line 3, column 2: invalid character '}' looking for beginning of object key string",
 		}},
 		{"not an object", `[1, 2]`, []string{"(top level): want an object, got a list"}},
+		{"empty file", "  \n", []string{`the file is empty (want a JSON object such as {"backends": [{"url": "http://127.0.0.1:9001"}]})`}},
+		{"cut short", `{"backends": [{"url": "http://a:1"`, []string{"not valid JSON: the file ends in the middle of a value (cut short?)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

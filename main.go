@@ -41,6 +41,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check-config", false, "validate the configuration and the clients file, then exit 0 (valid) or 2")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if *showVersion {
@@ -55,7 +58,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		path = "config.json"
 	}
 
-	cfg, err := LoadConfig(path, over)
+	var cfg *Config
+	var err error
+	if _, statErr := os.Stat(path); statErr != nil && *configPath == "" && os.Getenv("CONFIG_PATH") == "" && over.Backends != "" {
+		// No file and none asked for, but the command line names the
+		// backends: run on the defaults, as "stdlb -backends URL" suggests.
+		cfg, err = ParseConfig([]byte("{}"), over)
+	} else {
+		cfg, err = LoadConfig(path, over)
+	}
 	if err == nil {
 		err = checkStartOnly(cfg)
 	}
@@ -64,11 +75,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *check {
-		if err := checkClientsFile(cfg, path); err != nil {
+		clients, err := checkClientsFile(cfg, path)
+		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 2
 		}
-		fmt.Fprintf(stdout, "%s: configuration ok (%d backends, %s)\n", path, len(cfg.Backends), cfg.Algorithm)
+		fmt.Fprintf(stdout, "%s: configuration ok (%s, %s; %s)\n", path, plural(len(cfg.Backends), "backend"), cfg.Algorithm, clients)
 		return 0
 	}
 
@@ -100,6 +112,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 // (to stdout, through a buffer the app flushes), in the configured format.
 func newLoggers(format string, events, access io.Writer) (*slog.Logger, *bufferedWriter) {
 	return slog.New(newHandler(format, events)), newBufferedWriter(access, 64<<10)
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
 
 func newHandler(format string, w io.Writer) slog.Handler {

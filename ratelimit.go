@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -45,12 +46,17 @@ func clientsPath(cfg *Config, configPath string) string {
 }
 
 // checkClientsFile reports a clients file that would stop the balancer
-// from starting.
-func checkClientsFile(cfg *Config, configPath string) error {
-	if _, err := bucket.OpenStore(clientsPath(cfg, configPath)); err != nil {
-		return &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+// from starting, or says what it holds.
+func checkClientsFile(cfg *Config, configPath string) (string, error) {
+	path := clientsPath(cfg, configPath)
+	s, err := bucket.OpenStore(path)
+	if err != nil {
+		return "", &ConfigError{Source: configPath, Problems: []string{"rate_limit.clients_file: " + err.Error()}}
 	}
-	return nil
+	if _, err := os.Stat(path); err != nil {
+		return "clients file " + path + " absent: no client has limits of its own yet", nil
+	}
+	return fmt.Sprintf("clients file %s: %d with limits of their own", path, len(s.All())), nil
 }
 
 func newRateLimit(cfg *Config, configPath string, logger *slog.Logger) (*rateLimit, error) {
@@ -137,7 +143,8 @@ func (r *rateLimit) reload(cfg *Config, configPath string) error {
 	return nil
 }
 
-// restartOnly names rate-limit settings that differ but need a restart.
+// restartOnly names rate-limit settings that differ from those the limiter
+// was built with but need a restart.
 func (r *rateLimit) restartOnly(cfg *Config) []string {
 	rl := cfg.RateLimit
 	var out []string

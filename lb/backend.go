@@ -22,7 +22,7 @@ type Backend struct {
 	addr string
 	// idle holds keep-alive connections for the direct transport path; they
 	// belong to the backend so they survive reloads that keep it.
-	idle chan *h1conn
+	idle idleConns
 
 	// The hot path reads and writes these without a lock: each is an
 	// independent counter or flag.
@@ -48,7 +48,7 @@ type Backend struct {
 // NewBackend returns a healthy backend for u, which must have a scheme and
 // host and no path.
 func NewBackend(u *url.URL) *Backend {
-	b := &Backend{URL: u, name: u.String(), addr: u.Host, idle: make(chan *h1conn, maxIdlePerBackend)}
+	b := &Backend{URL: u, name: u.String(), addr: u.Host}
 	if u.Port() == "" {
 		port := "80"
 		if u.Scheme == "https" {
@@ -123,18 +123,20 @@ func (b *Backend) markDown(reason string, now time.Time) bool {
 	return true
 }
 
-// BackendStatus is a snapshot of one backend for the admin API.
+// BackendStatus is a snapshot of one backend for the admin API. Requests
+// and Failures count proxied attempts (a failure: refused, reset, timed
+// out, broken off); FailedChecksInARow counts active health checks.
 type BackendStatus struct {
-	URL                 string    `json:"url"`
-	Healthy             bool      `json:"healthy"`
-	Weight              int       `json:"weight"`
-	InFlight            int64     `json:"in_flight"`
-	Requests            uint64    `json:"requests"`
-	Failures            uint64    `json:"failures"`
-	ConsecutiveFailures int       `json:"consecutive_failures"`
-	LastCheck           time.Time `json:"last_check,omitzero"`
-	LastError           string    `json:"last_error,omitempty"`
-	StateSince          time.Time `json:"state_since"`
+	URL                string    `json:"url"`
+	Healthy            bool      `json:"healthy"`
+	Weight             int       `json:"weight"`
+	InFlight           int64     `json:"in_flight"`
+	Requests           uint64    `json:"requests"`
+	Failures           uint64    `json:"failures"`
+	FailedChecksInARow int       `json:"failed_checks_in_a_row"`
+	LastCheck          time.Time `json:"last_check,omitzero"`
+	LastError          string    `json:"last_error,omitempty"`
+	StateSince         time.Time `json:"state_since"`
 }
 
 // status returns b's snapshot; weight comes from the pool that holds b.
@@ -142,15 +144,15 @@ func (b *Backend) status(weight int) BackendStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return BackendStatus{
-		URL:                 b.name,
-		Healthy:             b.healthy.Load(),
-		Weight:              weight,
-		InFlight:            b.inFlight.Load(),
-		Requests:            b.requests.Load(),
-		Failures:            b.failures.Load(),
-		ConsecutiveFailures: b.failStreak,
-		LastCheck:           b.lastCheck,
-		LastError:           b.lastErr,
-		StateSince:          b.changedAt,
+		URL:                b.name,
+		Healthy:            b.healthy.Load(),
+		Weight:             weight,
+		InFlight:           b.inFlight.Load(),
+		Requests:           b.requests.Load(),
+		Failures:           b.failures.Load(),
+		FailedChecksInARow: b.failStreak,
+		LastCheck:          b.lastCheck,
+		LastError:          b.lastErr,
+		StateSince:         b.changedAt,
 	}
 }

@@ -7,6 +7,7 @@ package lb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -73,6 +74,9 @@ type Balancer struct {
 	buffers   bufferPool
 	upgrades  atomic.Int64 // upgraded (WebSocket) connections open now
 	started   time.Time
+
+	// Throttles for log lines that repeat once per request in an outage.
+	logNoBackend, logFailed, logRetry, logAborted throttle
 
 	// Counters for Metrics, each independent, hence atomics.
 	local     statusCounts // answers made without a backend
@@ -170,6 +174,9 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // logs, and lets the panic go on to net/http, which drops the connection.
 func (b *Balancer) finish(ex *exchange) {
 	p := recover()
+	if ex.body != nil {
+		ex.body.done.Store(true)
+	}
 	if ex.cur >= 0 {
 		ex.backend().inFlight.Add(-1)
 	}
@@ -243,9 +250,17 @@ type bodyReader struct {
 	// stalled is set when a read hit the deadline. Read by the handler
 	// goroutine after the transport's reader has returned its error.
 	stalled atomic.Bool
+	// done is set when the handler returns. http.Transport's writer may
+	// still be reading (a backend can answer before it has read the body);
+	// by then the connection may be waiting for the client's next request,
+	// whose deadlines are net/http's to set, not ours.
+	done atomic.Bool
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.done.Load() {
+		return 0, errors.New("lb: request body read after the request ended")
+	}
 	b.ctl.SetReadDeadline(time.Now().Add(b.timeout))
 	n, err := b.rc.Read(p)
 	switch {

@@ -500,3 +500,29 @@ func TestBalancer_ApplyUnderLoadFailsNothing(t *testing.T) {
 		t.Fatal("a rejected Apply changed the configuration")
 	}
 }
+
+// TestBalancer_OutageIsLoggedOncePerInterval: when every request fails the
+// same way, the log gets one line per throttleEvery that says how many it
+// stands for, not a line per request.
+func TestBalancer_OutageIsLoggedOncePerInterval(t *testing.T) {
+	a := namedBackend(t, "a", nil)
+	logs := &logBuffer{}
+	bal := newBalancer(t, testConfig(t, a.URL), logs)
+	lb := startBalancer(t, bal)
+	bal.pool.Load().backends[0].healthy.Store(false)
+	for range 20 {
+		get(t, lb.Client(), lb.URL+"/x")
+	}
+	if n := logs.count("no healthy backend"); n != 1 {
+		t.Fatalf("20 requests in an outage: %d lines, want 1:\n%s", n, logs)
+	}
+	// The next line after the interval says how many it stands for.
+	bal.logNoBackend.last.Add(-int64(throttleEvery))
+	get(t, lb.Client(), lb.URL+"/x")
+	if n := logs.count("no healthy backend", "(and 19 more like it since the last such line)"); n != 1 {
+		t.Fatalf("want the next line to count the 19 held back:\n%s", logs)
+	}
+	if got := bal.Metrics().Local[503]; got != 21 {
+		t.Fatalf("metrics counted %d 503s, want all 21", got)
+	}
+}

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -60,10 +61,13 @@ func newExchange(b *Balancer) *exchange {
 }
 
 func (ex *exchange) begin(w http.ResponseWriter, r *http.Request, p *pool) {
-	ex.rw.w = w
 	ex.in = r
 	ex.pool = p
 	ex.start = time.Now()
+	ex.rw.w = w
+	ex.rw.timeout = p.cfg.WriteTimeout
+	ex.rw.wd, _ = w.(writeDeadliner)
+	ex.rw.arm(ex.start)
 }
 
 // reset clears the per-request fields before the exchange is pooled again.
@@ -75,6 +79,9 @@ func (ex *exchange) reset() {
 	ex.upgraded, ex.gone, ex.broken = false, false, false
 	ex.body = nil
 	ex.sink.msg = ""
+	// Let go of the connection and request the pooled scratch points to.
+	ex.scratch.body = h1body{}
+	ex.scratch.resp.Request, ex.scratch.resp.Body = nil, nil
 }
 
 func (ex *exchange) backend() *Backend { return ex.pool.backends[ex.cur] }
@@ -143,15 +150,23 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 		// when the request ends.
 		req.Body = keepOpen{req.Body}
 	}
+	now := ex.start
 	for {
 		be := ex.backend()
 		be.requests.Add(1)
-		resp, err := ex.pool.transport.roundTrip(req, be, ex.start, &ex.scratch)
-		if err == nil {
-			if resp.StatusCode == http.StatusSwitchingProtocols {
+		resp, err := ex.pool.transport.roundTrip(req, be, now, &ex.scratch)
+		if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+			if _, asked := req.Header["Upgrade"]; asked {
 				ex.upgraded = true
 				ex.b.upgrades.Add(1)
+			} else {
+				// ReverseProxy would refuse it without closing the
+				// connection it carries.
+				resp.Body.Close()
+				resp, err = nil, errors.New("switched protocols though the request asked for no upgrade")
 			}
+		}
+		if err == nil {
 			return resp, nil
 		}
 		if req.Context().Err() != nil {
@@ -174,10 +189,13 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		nb := ex.pool.backends[next]
-		ex.b.log.Warn(fmt.Sprintf("retrying %s %s on %s after %s %s", req.Method, req.URL.Path, nb.name, be.name, what),
-			"backend", be.name, "next", nb.name, "attempt", ex.attempts+1, "event", "retry")
+		if ok, n := ex.b.logRetry.allow(time.Now()); ok {
+			ex.b.log.Warn(fmt.Sprintf("retrying %s %s on %s after %s %s%s", req.Method, req.URL.Path, nb.name, be.name, what, more(n)),
+				"backend", be.name, "next", nb.name, "attempt", ex.attempts+1, "event", "retry")
+		}
 		ex.b.retries.Add(1)
 		ex.use(next)
+		now = time.Now() // each attempt gets the whole response timeout
 		req = req.Clone(req.Context())
 		req.URL.Scheme, req.URL.Host = nb.URL.Scheme, nb.URL.Host
 	}
@@ -244,17 +262,24 @@ func (ex *exchange) errorHandler(w http.ResponseWriter, req *http.Request, err e
 		msg = "bad gateway: the backend sent an invalid response"
 	}
 	be := ex.backend()
-	ex.b.log.Error(fmt.Sprintf("%s %s failed: backend %s %s; answered %d after %s",
-		req.Method, req.URL.Path, be.name, describe(ex.failErr, ex.fail, &ex.pool.cfg), status, plural(ex.attempts, "attempt")),
-		"backend", be.name, "status", status, "event", "proxy_error", "err", ex.failErr)
+	if ok, n := ex.b.logFailed.allow(time.Now()); ok {
+		ex.b.log.Error(fmt.Sprintf("%s %s failed: backend %s %s; answered %d after %s%s",
+			req.Method, req.URL.Path, be.name, describe(ex.failErr, ex.fail, &ex.pool.cfg), status, plural(ex.attempts, "attempt"), more(n)),
+			"backend", be.name, "status", status, "event", "proxy_error", "err", ex.failErr)
+	}
 	WriteError(w, status, msg)
 }
 
 // noBackend answers 503 when the policy finds no healthy backend.
 func (ex *exchange) noBackend() {
-	n := len(ex.pool.backends)
-	ex.b.log.Error(fmt.Sprintf("%s %s: no healthy backend (all %s failing health checks); answered 503",
-		ex.in.Method, ex.in.URL.Path, plural(n, "backend")), "status", 503, "event", "no_backend")
+	if ok, n := ex.b.logNoBackend.allow(time.Now()); ok {
+		why := fmt.Sprintf("all %d backends failing health checks", len(ex.pool.backends))
+		if len(ex.pool.backends) == 1 {
+			why = "the only backend is failing health checks"
+		}
+		ex.b.log.Error(fmt.Sprintf("%s %s: no healthy backend (%s); answered 503%s",
+			ex.in.Method, ex.in.URL.Path, why, more(n)), "status", 503, "event", "no_backend")
+	}
 	WriteError(&ex.rw, http.StatusServiceUnavailable, "service unavailable: no healthy backend")
 }
 
@@ -276,8 +301,10 @@ func (ex *exchange) aborted(panicValue any) {
 	if detail == "" {
 		detail = fmt.Sprint(panicValue)
 	}
-	ex.b.log.Error(fmt.Sprintf("%s %s: backend %s broke off the response after %d bytes; the client's response was aborted",
-		ex.in.Method, ex.in.URL.Path, be.name, ex.rw.bytes), "backend", be.name, "event", "response_aborted", "err", detail)
+	if ok, n := ex.b.logAborted.allow(time.Now()); ok {
+		ex.b.log.Error(fmt.Sprintf("%s %s: backend %s broke off the response after %d bytes; the client's response was aborted%s",
+			ex.in.Method, ex.in.URL.Path, be.name, ex.rw.bytes, more(n)), "backend", be.name, "event", "response_aborted", "err", detail)
+	}
 }
 
 // status is the request's outcome for logs and metrics: the status sent,
@@ -326,14 +353,41 @@ func (ex *exchange) logAccess(status int, dur time.Duration) {
 }
 
 // recorder is the ResponseWriter ReverseProxy writes to: it notes the
-// status and size for the access log and passes everything through.
-// Unwrap lets http.ResponseController reach the underlying writer's Flush,
-// Hijack and deadlines, which streaming and upgrades need.
+// status and size for the access log, keeps a write deadline ahead of each
+// write, and passes everything through. Unwrap lets
+// http.ResponseController reach the underlying writer's Flush, Hijack and
+// deadlines, which streaming and upgrades need.
 type recorder struct {
 	w      http.ResponseWriter
 	status int
 	bytes  int64
 	err    error // first write error: the client stopped reading
+
+	// The write deadline: armed at the start of the request and moved on
+	// whenever half of it has passed, so each write has at least half of
+	// timeout to complete (net/http clears it after each response).
+	wd      writeDeadliner
+	timeout time.Duration
+	armed   time.Time
+}
+
+// writeDeadliner is what net/http's ResponseWriter offers for deadlines.
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
+
+func (r *recorder) arm(now time.Time) {
+	if r.wd != nil {
+		r.wd.SetWriteDeadline(now.Add(r.timeout))
+		r.armed = now
+	}
+}
+
+// rearm moves the deadline on when half of it has passed.
+func (r *recorder) rearm() {
+	if r.wd != nil {
+		if now := time.Now(); now.Sub(r.armed) > r.timeout/2 {
+			r.arm(now)
+		}
+	}
 }
 
 func (r *recorder) Header() http.Header { return r.w.Header() }
@@ -341,6 +395,7 @@ func (r *recorder) Header() http.Header { return r.w.Header() }
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {
 		r.status = code
+		r.rearm()
 	}
 	r.w.WriteHeader(code)
 }
@@ -349,6 +404,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
+	r.rearm()
 	n, err := r.w.Write(p)
 	r.bytes += int64(n)
 	if err != nil && r.err == nil {
@@ -360,6 +416,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 // FlushError flushes buffered data to the client; ReverseProxy calls it
 // (through http.ResponseController) for streaming answers.
 func (r *recorder) FlushError() error {
+	r.rearm()
 	return http.NewResponseController(r.w).Flush()
 }
 

@@ -49,10 +49,12 @@ func fastHead(br *bufio.Reader, req *http.Request, rs *respScratch) (resp *http.
 			raw = raw[:i+4]
 			break
 		}
-		if n >= maxFastHead || n >= br.Size() {
+		if bareLF(raw) || n >= maxFastHead || n >= br.Size() {
+			// A head with bare LF line ends would never show "\r\n\r\n":
+			// waiting for one would stall until the response timeout.
 			return nil, false, nil
 		}
-		n++ // wait for more of the head
+		n = max(n+1, br.Buffered()) // wait for more of the head
 	}
 	rs.head = append(rs.head[:0], raw...)
 	h := rs.head
@@ -193,6 +195,22 @@ func fastHead(br *bufio.Reader, req *http.Request, rs *respScratch) (resp *http.
 	return resp, true, nil
 }
 
+// bareLF reports whether b has a line feed not preceded by a carriage
+// return.
+func bareLF(b []byte) bool {
+	for i := bytes.IndexByte(b, '\n'); i >= 0; {
+		if i == 0 || b[i-1] != '\r' {
+			return true
+		}
+		j := bytes.IndexByte(b[i+1:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return false
+}
+
 // chunkedEncoding is Response.TransferEncoding for a chunked body; never
 // modified.
 var chunkedEncoding = []string{"chunked"}
@@ -317,9 +335,17 @@ func readTrailer(br *bufio.Reader, resp *http.Response) error {
 		}
 		return err
 	}
-	// Bound the trailer to what the buffer holds, as net/http does.
-	if b, _ := br.Peek(br.Buffered()); !bytes.Contains(b, []byte("\r\n\r\n")) {
-		return errors.New("lb: trailer after chunked body missing or too long")
+	// Bound the trailer to what the buffer holds, as net/http does, waiting
+	// for more of it when it arrives in pieces.
+	for n := br.Buffered(); ; n++ {
+		b, err := br.Peek(n)
+		if bytes.Contains(b, []byte("\r\n\r\n")) {
+			break
+		}
+		if err != nil || n >= br.Size() {
+			return errors.New("lb: trailer after chunked body missing or too long")
+		}
+		n = max(n, br.Buffered())
 	}
 	hdr, err := textproto.NewReader(br).ReadMIMEHeader()
 	if err != nil {

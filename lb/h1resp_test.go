@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // parsed is what a response parser made of some bytes, in comparable form.
@@ -169,6 +170,30 @@ func TestCanonicalize(t *testing.T) {
 	for _, bad := range []string{"a b", "a:b", "é", ""} {
 		if bad != "" && canonicalize([]byte(bad)) {
 			t.Errorf("canonicalize accepted %q", bad)
+		}
+	}
+}
+
+// TestFastHead_PiecewiseArrival feeds heads, bodies and trailers one byte
+// per read, as a slow network may deliver them.
+func TestFastHead_PiecewiseArrival(t *testing.T) {
+	for _, raw := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloNEXT",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 123\r\n\r\nNEXT",
+	} {
+		br := bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(raw)), 4096)
+		br.Peek(1)
+		var rs respScratch
+		resp, ok, err := fastHead(br, &http.Request{Method: "GET"}, &rs)
+		if !ok || err != nil {
+			t.Fatalf("%q: fastHead declined (%v) a head arriving byte by byte", raw, err)
+		}
+		rs.body.c = &h1conn{br: br}
+		resp.Body = framingOnly{&rs.body}
+		got := collect(resp, br)
+		want, _ := viaStd(raw, "GET")
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("byte by byte:\nfast %+v\nstd  %+v", got, want)
 		}
 	}
 }

@@ -74,7 +74,7 @@ func TestHealthCheck_ThresholdsAndOneLogLinePerChange(t *testing.T) {
 	if n := logs.count("up: 2 passed health checks"); n != 1 {
 		t.Fatalf("want exactly one up line, got %d:\n%s", n, logs)
 	}
-	if st := b.Status()[0]; !st.Healthy || st.ConsecutiveFailures != 0 || st.LastCheck.IsZero() {
+	if st := b.Status()[0]; !st.Healthy || st.FailedChecksInARow != 0 || st.LastCheck.IsZero() {
 		t.Fatalf("status after recovery = %+v", st)
 	}
 }

@@ -28,6 +28,12 @@ type Config struct {
 	// backend connection open; default 30s. (http.Server.ReadTimeout would
 	// bound the whole request, and cancel long streaming answers with it.)
 	ReadBodyTimeout time.Duration
+	// WriteTimeout bounds each wait for the client to take more of the
+	// answer, like nginx's send_timeout: a client that stops reading cannot
+	// hold its connection, a backend connection and an in-flight slot;
+	// default 60s. It bounds the wait between writes, not the whole answer,
+	// so long streams go on.
+	WriteTimeout time.Duration
 	// AccessLog turns on one log line per request.
 	AccessLog bool
 	// TrustedProxies are the peers whose X-Forwarded-* headers are believed.
@@ -61,6 +67,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReadBodyTimeout <= 0 {
 		c.ReadBodyTimeout = 30 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 60 * time.Second
 	}
 	h := &c.HealthCheck
 	if h.Path == "" {

@@ -118,18 +118,11 @@ func direct(req *http.Request, be *Backend) bool {
 
 // conn returns an idle connection to be, or dials one.
 func (t *transport) conn(ctx context.Context, be *Backend, fresh bool, now time.Time) (*h1conn, error) {
-	for !fresh {
-		select {
-		case c := <-be.idle:
-			if now.Sub(c.idleSince) < idleConnTimeout {
-				c.reused = true
-				return c, nil
-			}
-			c.nc.Close()
-			continue
-		default:
+	if !fresh {
+		if c := be.idle.get(now); c != nil {
+			c.reused = true
+			return c, nil
 		}
-		break
 	}
 	dial := t.dialer.DialContext
 	if t.dial != nil {
@@ -139,7 +132,9 @@ func (t *transport) conn(ctx context.Context, be *Backend, fresh bool, now time.
 	if err != nil {
 		return nil, err
 	}
-	c := &h1conn{nc: nc, be: be, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}
+	c := &h1conn{nc: nc, be: be, bw: bufio.NewWriterSize(nc, 4096)}
+	c.lim.r = nc
+	c.br = bufio.NewReaderSize(&c.lim, 4096)
 	c.abort = func() { c.nc.SetDeadline(aLongTimeAgo) }
 	return c, nil
 }
@@ -160,8 +155,40 @@ type h1conn struct {
 	abort     func() // unblocks reads and writes when the request is cancelled
 	idleSince time.Time
 
-	reused      bool // taken from the idle list
-	nothingRead bool // the last request failed before any answer byte
+	lim         headLimit // under br: bounds response heads
+	reused      bool      // taken from the idle list
+	nothingRead bool      // the last request failed before any answer byte
+}
+
+// maxHeadBytes bounds a response head, as http.Transport's default
+// MaxResponseHeaderBytes does: a backend cannot make the balancer buffer
+// more than this before the body starts.
+const maxHeadBytes = 10 << 20
+
+// errHeadTooLarge is the error for a response head over maxHeadBytes.
+var errHeadTooLarge = errors.New("lb: response head larger than 10 MiB")
+
+// headLimit is the reader under a connection's bufio.Reader: while a
+// response head is read it lets through at most n more bytes; n < 0 means
+// no limit, for bodies.
+type headLimit struct {
+	r io.Reader
+	n int64
+}
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return l.r.Read(p)
+	}
+	if l.n == 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 // roundTrip writes req and reads the answer's head; the body is read by the
@@ -180,6 +207,7 @@ func (c *h1conn) roundTrip(req *http.Request, timeout time.Duration, now time.Ti
 	}
 	// Wait for the first byte apart from parsing, to tell a connection the
 	// backend had already closed (nothing read) from a broken answer.
+	c.lim.n = maxHeadBytes
 	_, err := c.br.Peek(1)
 	if err != nil {
 		c.nothingRead = err == io.EOF || errors.Is(err, syscall.ECONNRESET)
@@ -187,6 +215,15 @@ func (c *h1conn) roundTrip(req *http.Request, timeout time.Duration, now time.Ti
 	var resp *http.Response
 	if err == nil {
 		resp, err = c.readResponse(req, rs)
+	}
+	c.lim.n = -1
+	if err == nil && c.reused && resp.StatusCode == http.StatusRequestTimeout {
+		// Some servers write a 408 on a keep-alive connection before closing
+		// it for idleness; it answers no request of ours. http.Transport
+		// discards it the same way. The request goes again on a fresh
+		// connection (it is idempotent: see direct); this one is closed below.
+		resp, err = nil, errStale408
+		c.nothingRead = true
 	}
 	if err != nil {
 		stop()
@@ -208,6 +245,9 @@ func (c *h1conn) roundTrip(req *http.Request, timeout time.Duration, now time.Ti
 	return resp, nil
 }
 
+// errStale408 stands for a 408 found waiting on a reused connection.
+var errStale408 = errors.New("lb: 408 on an idle connection")
+
 // errResponseTimeout is the error for a backend that sent no response
 // headers in time; it is a net.Error whose Timeout is true.
 var errResponseTimeout error = &timeoutError{"timeout awaiting response headers"}
@@ -225,12 +265,16 @@ func (c *h1conn) readResponse(req *http.Request, rs *respScratch) (*http.Respons
 	if resp, ok, err := fastHead(c.br, req, rs); ok || err != nil {
 		return resp, err
 	}
-	for {
+	for range maxInterim + 1 {
 		resp, err := http.ReadResponse(c.br, req)
 		if err != nil {
 			return nil, err
 		}
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			// The direct path never asks for an upgrade (see direct).
+			return nil, errors.New("lb: backend switched protocols unasked")
+		}
+		if resp.StatusCode >= 200 {
 			return resp, nil
 		}
 		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
@@ -239,7 +283,12 @@ func (c *h1conn) readResponse(req *http.Request, rs *respScratch) (*http.Respons
 			}
 		}
 	}
+	return nil, errors.New("lb: backend sent more than 5 informational (1xx) answers")
 }
+
+// maxInterim bounds the 1xx answers read before a final one, as
+// http.Transport does.
+const maxInterim = 5
 
 // writeRequest writes req's head as http.Request.Write would for a request
 // without a body, without its per-request allocations.
@@ -366,26 +415,15 @@ func (b *h1body) finish(complete bool) {
 	}
 	c := b.c
 	if complete && b.reuse {
-		c.idleSince = b.now
+		c.idleSince = time.Now()
 		c.reused = false
-		select {
-		case c.be.idle <- c:
+		if c.be.idle.put(c) {
 			return
-		default: // idle list full
 		}
 	}
 	c.nc.Close()
 }
 
 // closeIdle closes the idle connections of a backend leaving the
-// configuration.
-func (be *Backend) closeIdle() {
-	for {
-		select {
-		case c := <-be.idle:
-			c.nc.Close()
-		default:
-			return
-		}
-	}
-}
+// configuration, and those its requests in flight give back later.
+func (be *Backend) closeIdle() { be.idle.retire() }

@@ -234,3 +234,143 @@ func TestTransport_ClientGoneWhileWaitingCancelsBackendRequest(t *testing.T) {
 		t.Fatal("the backend connection stayed open after the client left")
 	}
 }
+
+func TestTransport_BareLFHeadIsNotWaitedOutToTheTimeout(t *testing.T) {
+	url := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\nContent-Length: 5\n\nhello")
+		}
+	})
+	cfg := testConfig(t, url)
+	cfg.ResponseTimeout = 5 * time.Second
+	lb := startBalancer(t, newBalancer(t, cfg, &logBuffer{}))
+	start := time.Now()
+	resp, body := get(t, lb.Client(), lb.URL+"/")
+	if resp.StatusCode != 200 || body != "hello" {
+		t.Fatalf("bare-LF head: %d %q, want 200 hello (net/http accepts it)", resp.StatusCode, body)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("bare-LF head took %v: the fast parser waited for a CRLF CRLF that never comes", d)
+	}
+}
+
+// TestTransport_StaleRequestTimeoutIsNotAnAnswer: some servers write a 408
+// on an idle keep-alive connection before closing it. It answers nothing
+// of ours; the next request must go on a fresh connection.
+func TestTransport_StaleRequestTimeoutIsNotAnAnswer(t *testing.T) {
+	var conns atomic.Int64
+	url := rawBackend(t, func(c net.Conn) {
+		first := conns.Add(1) == 1
+		br := bufio.NewReader(c)
+		for {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if first {
+				io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+				return
+			}
+		}
+	})
+	lb := startBalancer(t, newBalancer(t, testConfig(t, url), &logBuffer{}))
+	for i := range 3 {
+		if resp, body := get(t, lb.Client(), lb.URL+"/"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q; the backend's unsolicited 408 reached the client", i+1, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestTransport_OversizedResponseHeadIs502(t *testing.T) {
+	url := rawBackend(t, func(c net.Conn) {
+		if _, err := readHead(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: ")
+		chunk := strings.Repeat("a", 1<<20)
+		for range 64 {
+			if _, err := io.WriteString(c, chunk); err != nil {
+				return // the balancer gave up, as it should
+			}
+		}
+		io.WriteString(c, "\r\nContent-Length: 0\r\n\r\n")
+	})
+	lb := startBalancer(t, newBalancer(t, testConfig(t, url), &logBuffer{}))
+	resp, err := lb.Client().Get(lb.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("a 64 MiB response head: %d, want 502 (heads are bounded at 10 MiB)", resp.StatusCode)
+	}
+}
+
+func TestTransport_UnaskedSwitchOfProtocolsIs502AndClosesTheConnection(t *testing.T) {
+	closed := make(chan struct{})
+	url := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+		br.ReadByte() // returns when the balancer closes the connection
+		close(closed)
+	})
+	logs := &logBuffer{}
+	bal := newBalancer(t, testConfig(t, url), logs)
+	lb := startBalancer(t, bal)
+	if resp, _ := get(t, lb.Client(), lb.URL+"/"); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("a 101 nobody asked for: %d, want 502", resp.StatusCode)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend connection stayed open")
+	}
+	waitFor(t, "the access-log line", func() bool { return logs.count("msg=request") == 1 })
+	if logs.count("msg=request", "status=502") != 1 || bal.Upgrades() != 0 {
+		t.Fatalf("want the request logged as 502 and no upgrade counted:\n%s", logs)
+	}
+}
+
+// TestBalancer_ClientThatStopsReadingIsCutOff: a client that asks for a
+// large answer and never reads it must not hold its connection, a backend
+// connection and an in-flight slot for longer than the write timeout.
+func TestBalancer_ClientThatStopsReadingIsCutOff(t *testing.T) {
+	backendDone := make(chan struct{})
+	big := namedBackend(t, "big", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(backendDone)
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for range 1024 { // 64 MiB, far more than the socket buffers hold
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	cfg := testConfig(t, big.URL)
+	cfg.WriteTimeout = 200 * time.Millisecond
+	logs := &logBuffer{}
+	bal := newBalancer(t, cfg, logs)
+	lb := startBalancer(t, bal)
+	conn, err := net.Dial("tcp", lb.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	select {
+	case <-backendDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend is still sending to a client that stopped reading")
+	}
+	waitFor(t, "the in-flight slot to be released", func() bool { return bal.Status()[0].InFlight == 0 })
+	waitFor(t, "the access-log line", func() bool { return logs.count("path=/big") == 1 })
+	if logs.count("path=/big", "status=499") != 1 || bal.Status()[0].Failures != 0 {
+		t.Fatalf("want the stalled client logged as 499 and no backend failure:\n%s", logs)
+	}
+}

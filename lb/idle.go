@@ -1,0 +1,81 @@
+package lb
+
+import (
+	"sync"
+	"time"
+)
+
+// idleConns is one backend's keep-alive connections for the direct path.
+// It is a stack: the connection used last is used next, so a lightly loaded
+// balancer keeps reusing a few warm connections while the rest age out,
+// instead of cycling through all of them until each has outlived the
+// backend's own keep-alive timeout. It is safe for concurrent use; the lock
+// is held for slice operations only, connections are closed after it is
+// released.
+type idleConns struct {
+	// mu guards stack and retired.
+	mu      sync.Mutex
+	stack   []*h1conn // oldest first
+	retired bool      // the backend left the configuration: keep nothing
+}
+
+// get returns the most recently used connection, or nil. When that one has
+// been idle too long, all are (the stack is ordered), and all are closed.
+func (p *idleConns) get(now time.Time) *h1conn {
+	p.mu.Lock()
+	n := len(p.stack)
+	if n == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	c := p.stack[n-1]
+	if now.Sub(c.idleSince) < idleConnTimeout {
+		p.stack[n-1] = nil
+		p.stack = p.stack[:n-1]
+		p.mu.Unlock()
+		return c
+	}
+	stale := p.stack
+	p.stack = nil
+	p.mu.Unlock()
+	for _, c := range stale {
+		c.nc.Close()
+	}
+	return nil
+}
+
+// put keeps c for reuse, reporting false when it was not kept (the caller
+// closes it): the backend is retired or already has enough idle
+// connections. The oldest connection is let go when it has been idle too
+// long, so a stack that is never emptied does not keep dead ones forever.
+func (p *idleConns) put(c *h1conn) bool {
+	var old *h1conn
+	p.mu.Lock()
+	if p.retired || len(p.stack) >= maxIdlePerBackend {
+		p.mu.Unlock()
+		return false
+	}
+	if len(p.stack) > 0 && c.idleSince.Sub(p.stack[0].idleSince) >= idleConnTimeout {
+		old = p.stack[0]
+		p.stack = append(p.stack[:0], p.stack[1:]...)
+	}
+	p.stack = append(p.stack, c)
+	p.mu.Unlock()
+	if old != nil {
+		old.nc.Close()
+	}
+	return true
+}
+
+// retire closes every idle connection and keeps none from now on: the
+// backend has left the configuration.
+func (p *idleConns) retire() {
+	p.mu.Lock()
+	p.retired = true
+	all := p.stack
+	p.stack = nil
+	p.mu.Unlock()
+	for _, c := range all {
+		c.nc.Close()
+	}
+}
