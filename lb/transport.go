@@ -24,9 +24,9 @@ import (
 //
 // Why not http.Transport for everything: it hands each request to a writer
 // goroutine and the response back from a reader goroutine, and keeps a
-// reader parked on every idle connection. Profiles of the balancer under
-// load put those handoffs, their channel operations and the extra reads at
-// a third of the proxy's CPU time. (bench/RESULTS.md has the figures.)
+// reader parked on every idle connection. Taking those handoffs, their
+// channel operations and the extra reads out of the common case cut the
+// proxy's CPU per request by a quarter (bench/RESULTS.md has the figures).
 type transport struct {
 	std             *http.Transport
 	dialer          net.Dialer
