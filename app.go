@@ -39,7 +39,8 @@ type app struct {
 	limit  *rateLimit
 
 	ln, adminLn net.Listener
-	srv, admin  *http.Server
+	srv         *lb.Server
+	admin       *http.Server
 
 	// hardCtx is the base context of every request. Cancelling it after the
 	// drain period closes what Shutdown does not wait for: upgraded
@@ -68,14 +69,14 @@ func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, acces
 	}
 
 	a.hardCtx, a.hardCancel = context.WithCancel(context.Background())
-	a.srv = &http.Server{
+	a.srv = lb.NewServer(&http.Server{
 		Handler:           a.bal,
 		ReadHeaderTimeout: cfg.Timeouts.ReadHeader.D(),
 		IdleTimeout:       cfg.Timeouts.Idle.D(),
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return a.hardCtx },
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	})
 	if a.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
