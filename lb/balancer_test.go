@@ -411,7 +411,7 @@ func TestBalancer_WebSocketUpgradePassesThrough(t *testing.T) {
 	bal := newBalancer(t, testConfig(t, ws.URL), &logBuffer{})
 	lb := startBalancer(t, bal)
 
-	conn, err := net.Dial("tcp", lb.Listener.Addr().String())
+	conn, err := net.Dial("tcp", lb.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

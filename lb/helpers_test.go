@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -100,12 +101,53 @@ func testConfig(t *testing.T, urls ...string) Config {
 	return cfg
 }
 
-// startBalancer serves b on an httptest server for the test's duration.
-func startBalancer(t *testing.T, b *Balancer) *httptest.Server {
+// startBalancer serves b on a Server, as the balancer runs in production,
+// for the test's duration: every balancer test also tests Server, its fast
+// path and its handoff to net/http.
+func startBalancer(t *testing.T, b *Balancer) *front {
 	t.Helper()
-	srv := httptest.NewServer(b)
-	t.Cleanup(srv.Close)
-	return srv
+	return startServer(t, &http.Server{Handler: b})
+}
+
+// front is a Server on a loopback port, with a client for it.
+type front struct {
+	URL    string
+	srv    *Server
+	client *http.Client
+}
+
+// Addr returns the host:port the server listens on.
+func (f *front) Addr() string { return strings.TrimPrefix(f.URL, "http://") }
+
+// Client returns a client whose idle connections are closed with the test.
+func (f *front) Client() *http.Client { return f.client }
+
+// startServer serves a NewServer(hs) on a loopback port until the test
+// ends, and fails the test if Serve returns anything but ErrServerClosed.
+func startServer(t *testing.T, hs *http.Server) *front {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &front{URL: "http://" + ln.Addr().String(), srv: NewServer(hs),
+		client: &http.Client{Transport: &http.Transport{}}}
+	done := make(chan error, 1)
+	go func() { done <- f.srv.Serve(ln) }()
+	// Tests that count goroutines need Serve's own to have started.
+	waitFor(t, "Serve to start", func() bool {
+		f.srv.mu.Lock()
+		defer f.srv.mu.Unlock()
+		return len(f.srv.listeners) == 1
+	})
+	t.Cleanup(func() {
+		f.client.CloseIdleConnections()
+		f.srv.Close()
+		if err := <-done; err != http.ErrServerClosed {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return f
 }
 
 func newBalancer(t *testing.T, cfg Config, logs *logBuffer) *Balancer {

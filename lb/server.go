@@ -44,8 +44,7 @@ type Server struct {
 	// shutting is set by Shutdown and Close. Connection goroutines read it
 	// after each response, to close instead of waiting for the next.
 	shutting atomic.Bool
-	hsOnce   sync.Once
-	hsDone   chan struct{} // closed when hs.Serve has returned
+	hsOnce   sync.Once // starts hs.Serve on the handoff queue
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -63,7 +62,6 @@ func NewServer(hs *http.Server) *Server {
 	return &Server{
 		hs:        hs,
 		handoff:   newConnQueue(),
-		hsDone:    make(chan struct{}),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*srvConn]struct{}{},
 	}
@@ -73,6 +71,10 @@ func NewServer(hs *http.Server) *Server {
 // its own goroutine. It returns http.ErrServerClosed after those, and any
 // other error of ln.Accept that is not temporary.
 func (s *Server) Serve(ln net.Listener) error {
+	s.hsOnce.Do(func() {
+		s.handoff.addr = ln.Addr()
+		go s.hs.Serve(s.handoff) // returns when Shutdown or Close closes the queue
+	})
 	s.mu.Lock()
 	if s.shutting.Load() {
 		s.mu.Unlock()
@@ -85,13 +87,6 @@ func (s *Server) Serve(ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	s.hsOnce.Do(func() {
-		s.handoff.addr = ln.Addr()
-		go func() {
-			defer close(s.hsDone)
-			s.hs.Serve(s.handoff)
-		}()
-	})
 
 	base := context.Background()
 	if s.hs.BaseContext != nil {

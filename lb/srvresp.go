@@ -36,8 +36,7 @@ func (w *srvResponse) begin(req *http.Request) {
 	} else {
 		clear(w.hdr)
 	}
-	*w = srvResponse{c: w.c, req: req, hdr: w.hdr, cl: -1,
-		closeAfter: req.Close || w.c.s.shutting.Load()}
+	*w = srvResponse{c: w.c, req: req, hdr: w.hdr, cl: -1, closeAfter: req.Close}
 }
 
 // Header returns the header map that WriteHeader sends.
@@ -72,6 +71,7 @@ func (w *srvResponse) WriteHeader(code int) {
 		}
 		keepCL = w.cl >= 0 // an unusable value is not sent
 	}
+	w.closeAfter = w.closeAfter || w.c.s.shutting.Load() // draining: say so
 	if v, ok := h["Connection"]; ok && hasToken(strings.Join(v, ","), "close") {
 		w.closeAfter = true
 	} else if w.closeAfter {

@@ -357,7 +357,7 @@ func TestBalancer_ClientThatStopsReadingIsCutOff(t *testing.T) {
 	logs := &logBuffer{}
 	bal := newBalancer(t, cfg, logs)
 	lb := startBalancer(t, bal)
-	conn, err := net.Dial("tcp", lb.Listener.Addr().String())
+	conn, err := net.Dial("tcp", lb.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

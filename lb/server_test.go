@@ -1,0 +1,606 @@
+package lb
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// seenRequest is what a handler can observe of a request, for comparing
+// Server with net/http.
+type seenRequest struct {
+	Method, RequestURI, Path, RawQuery, Host, Proto string
+	Header                                          http.Header
+	Close                                           bool
+	ContentLength                                   int64
+	Body                                            string
+	Fast                                            bool // answered by Server's own loop
+}
+
+// recordingHandler answers every request with its record as JSON-ish text
+// and sends the record on seen.
+func recordingHandler(seen chan<- seenRequest) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		_, fast := w.(*srvResponse)
+		rec := seenRequest{r.Method, r.RequestURI, r.URL.Path, r.URL.RawQuery, r.Host, r.Proto,
+			r.Header, r.Close, r.ContentLength, string(body), fast}
+		if r.RemoteAddr == "" || r.Context().Value(http.LocalAddrContextKey) == nil {
+			rec.Method = "missing RemoteAddr or local address"
+		}
+		seen <- rec
+		w.Header().Set("Content-Length", "2")
+		io.WriteString(w, "ok")
+	})
+}
+
+// exchangeRaw sends raw on a new connection to addr and returns the first
+// response's status (0 when the connection closed without one).
+func exchangeRaw(t *testing.T, addr, raw string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(conn, raw)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestServer_HandlersSeeWhatNetHTTPWouldShow(t *testing.T) {
+	cases := []struct {
+		name string
+		raw  string
+		fast bool // want it answered by the fast path
+	}{
+		{"plain GET", "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n", true},
+		{"lower-case names, repeated field, odd spacing", "GET / HTTP/1.1\r\nhost: h:8080\r\nx-a: 1\r\nX-A:2\r\naccept-encoding: \t gzip \t\r\n\r\n", true},
+		{"Connection: close", "HEAD /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n", true},
+		{"Content-Length: 0", "DELETE /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", true},
+		{"escaped path", "GET /a%2Fb/%7Ec HTTP/1.1\r\nHost: h\r\n\r\n", true},
+		{"body", "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello", false},
+		{"chunked body", "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false},
+		{"HTTP/1.0", "GET / HTTP/1.0\r\nHost: h\r\n\r\n", false},
+		{"absolute-form target", "GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n", false},
+		{"Pragma", "GET / HTTP/1.1\r\nHost: h\r\nPragma: no-cache\r\n\r\n", false},
+		{"Expect", "GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n", false},
+		{"bare LF line ends", "GET / HTTP/1.1\nHost: h\n\n", false},
+		{"head over 4 KiB", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("b", 5000) + "\r\n\r\n", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			want := make(chan seenRequest, 1)
+			std := startStd(t, recordingHandler(want))
+			got := make(chan seenRequest, 1)
+			ours := startServer(t, &http.Server{Handler: recordingHandler(got)})
+
+			if s := exchangeRaw(t, std, tc.raw); s != http.StatusOK {
+				t.Fatalf("net/http answered %d", s)
+			}
+			if s := exchangeRaw(t, ours.Addr(), tc.raw); s != http.StatusOK {
+				t.Fatalf("Server answered %d", s)
+			}
+			w, g := receive(t, want, "net/http's request"), receive(t, got, "Server's request")
+			if g.Fast != tc.fast {
+				t.Errorf("answered by the fast path: %v, want %v", g.Fast, tc.fast)
+			}
+			g.Fast = false
+			if !reflect.DeepEqual(g, w) {
+				t.Errorf("handler saw\n%+v\nnet/http shows\n%+v", g, w)
+			}
+		})
+	}
+}
+
+// startStd serves h with a plain net/http server and returns its address.
+func startStd(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func TestServer_MalformedRequestsGetNetHTTPsAnswer(t *testing.T) {
+	raws := []string{
+		"GET / HTTP/1.1\r\n\r\n", // no Host
+		"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\n folded: x\r\n\r\n",
+		"G@T / HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/9.9\r\nHost: h\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("b", 1<<20+8192) + "\r\n\r\n",
+	}
+	std := startStd(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	ours := startServer(t, &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})})
+	for _, raw := range raws {
+		want, got := exchangeRaw(t, std, raw), exchangeRaw(t, ours.Addr(), raw)
+		if got != want {
+			t.Errorf("%.60q: Server answered %d, net/http %d", raw, got, want)
+		}
+	}
+}
+
+func TestServer_KeepsOneConnectionAcrossHandoff(t *testing.T) {
+	seen := make(chan seenRequest, 4)
+	srv := startServer(t, &http.Server{Handler: recordingHandler(seen)})
+	conn, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	// All three in one write: the second is read into the fast path's
+	// buffer with the first, and must reach net/http whole.
+	io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"+
+		"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"+
+		"GET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
+	br := bufio.NewReader(conn)
+	for i, want := range []struct {
+		path, body string
+		fast       bool
+	}{{"/1", "", true}, {"/2", "body", false}, {"/3", "", false}} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i+1, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		got := receive(t, seen, "a request")
+		if got.Path != want.path || got.Body != want.body || got.Fast != want.fast {
+			t.Fatalf("request %d: path %q body %q fast %v; want %q %q %v", i+1, got.Path, got.Body, got.Fast,
+				want.path, want.body, want.fast)
+		}
+	}
+}
+
+func TestServer_AnswersPipelinedRequestsInOrder(t *testing.T) {
+	srv := startServer(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	})})
+	conn, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	var reqs strings.Builder
+	for i := range 20 {
+		fmt.Fprintf(&reqs, "GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
+	}
+	io.WriteString(conn, reqs.String())
+	br := bufio.NewReader(conn)
+	for i := range 20 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if want := fmt.Sprintf("/%d", i); string(body) != want {
+			t.Fatalf("response %d is %q, want %q", i, body, want)
+		}
+	}
+}
+
+// rawResponse is a response as a client parses it, and whether the server
+// closed the connection after it.
+type rawResponse struct {
+	status  int
+	interim []int // 1xx statuses before it
+	header  http.Header
+	body    string
+	trailer http.Header
+	closed  bool
+}
+
+func TestServer_FramesEveryKindOfAnswer(t *testing.T) {
+	cases := []struct {
+		name    string
+		method  string
+		handler http.HandlerFunc
+		check   func(t *testing.T, r rawResponse)
+	}{
+		{"Content-Length from the handler", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "hello")
+		}, func(t *testing.T, r rawResponse) {
+			if r.body != "hello" || r.header.Get("Content-Length") != "5" || r.closed {
+				t.Errorf("got %+v", r)
+			}
+		}},
+		{"no Content-Length: chunked", "GET", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "hel")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "lo")
+		}, func(t *testing.T, r rawResponse) {
+			if r.body != "hello" || r.header.Get("Content-Length") != "" || r.closed {
+				t.Errorf("got %+v", r)
+			}
+		}},
+		{"nothing written: empty 200 with a length", "GET", func(http.ResponseWriter, *http.Request) {},
+			func(t *testing.T, r rawResponse) {
+				if r.status != 200 || r.header.Get("Content-Length") != "0" || r.header.Get("Date") == "" || r.closed {
+					t.Errorf("got %+v", r)
+				}
+			}},
+		{"HEAD: length kept, no body", "HEAD", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "hello")
+		}, func(t *testing.T, r rawResponse) {
+			if r.body != "" || r.header.Get("Content-Length") != "5" || r.closed {
+				t.Errorf("got %+v", r)
+			}
+		}},
+		{"204 has no body", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusNoContent)
+			if _, err := io.WriteString(w, "x"); !errors.Is(err, http.ErrBodyNotAllowed) {
+				panic(fmt.Sprintf("write after 204: %v", err))
+			}
+		}, func(t *testing.T, r rawResponse) {
+			if r.status != 204 || r.body != "" || r.closed {
+				t.Errorf("got %+v", r)
+			}
+		}},
+		{"interim 103, then 200", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Link", "</a.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Set("Content-Length", "2")
+			io.WriteString(w, "ok")
+		}, func(t *testing.T, r rawResponse) {
+			if !reflect.DeepEqual(r.interim, []int{103}) || r.status != 200 || r.body != "ok" || r.closed {
+				t.Errorf("got %+v", r)
+			}
+		}},
+		{"trailers", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "data")
+			w.Header().Set("X-Sum", "42")
+			w.Header().Set(http.TrailerPrefix+"X-Late", "7")
+		}, func(t *testing.T, r rawResponse) {
+			if r.body != "data" || r.trailer.Get("X-Sum") != "42" || r.trailer.Get("X-Late") != "7" {
+				t.Errorf("got %+v", r)
+			}
+		}},
+		{"Connection: close from the handler", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Connection", "close")
+			io.WriteString(w, "bye")
+		}, func(t *testing.T, r rawResponse) {
+			if r.body != "bye" || !r.closed {
+				t.Errorf("got %+v", r)
+			}
+		}},
+		{"short body: connection closed", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "10")
+			io.WriteString(w, "short")
+			if _, err := io.WriteString(w, "much too long"); !errors.Is(err, http.ErrContentLength) {
+				panic(fmt.Sprintf("write past Content-Length: %v", err))
+			}
+		}, func(t *testing.T, r rawResponse) {
+			if !r.closed {
+				t.Errorf("got %+v", r)
+			}
+		}},
+		{"header values cannot add lines", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Evil", "a\r\nSet-Cookie: x=1")
+			w.Header()["Bad Name"] = []string{"v"}
+		}, func(t *testing.T, r rawResponse) {
+			if r.header.Get("Set-Cookie") != "" || r.header.Get("X-Evil") != "a  Set-Cookie: x=1" {
+				t.Errorf("got %+v", r)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startServer(t, &http.Server{Handler: tc.handler})
+			conn, err := net.Dial("tcp", srv.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(conn, "%s / HTTP/1.1\r\nHost: h\r\n\r\n", tc.method)
+			br := bufio.NewReader(conn)
+			req, _ := http.NewRequest(tc.method, "/", nil)
+			var interim []int
+			resp, err := http.ReadResponse(br, req)
+			for err == nil && resp.StatusCode < 200 {
+				interim = append(interim, resp.StatusCode)
+				resp, err = http.ReadResponse(br, req)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			r := rawResponse{status: resp.StatusCode, interim: interim, header: resp.Header, body: string(body), trailer: resp.Trailer}
+			// A second request on the connection finds it open or closed.
+			fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+			_, err = http.ReadResponse(br, nil)
+			r.closed = err != nil
+			tc.check(t, r)
+		})
+	}
+}
+
+func TestServer_CancelsTheContextWhenTheClientHangsUp(t *testing.T) {
+	entered, cancelled := make(chan struct{}), make(chan error, 1)
+	srv := startServer(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		select {
+		case <-r.Context().Done():
+			cancelled <- context.Cause(r.Context())
+		case <-time.After(5 * time.Second):
+			cancelled <- errors.New("the context was not cancelled within 5s")
+		}
+	})})
+	conn, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+	receive(t, entered, "the handler to start")
+	conn.Close()
+	if err := receive(t, cancelled, "the handler to end"); !errors.Is(err, errClientHungUp) {
+		t.Fatalf("cause = %v, want errClientHungUp", err)
+	}
+}
+
+func TestServer_SlowRequestKeepsAPipelinedByte(t *testing.T) {
+	// The hang-up watch reads the connection of a slow request; a byte of
+	// the next request it reads must not be lost.
+	release := make(chan struct{})
+	srv := startServer(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, r.URL.Path)
+	})})
+	conn, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+	time.Sleep(2 * watchAfter) // not synchronisation: lets the watch begin, which the test is about
+	io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+	close(release)
+	br := bufio.NewReader(conn)
+	for _, want := range []string{"/slow", "/next"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if string(body) != want {
+			t.Fatalf("got %q, want %q", body, want)
+		}
+	}
+}
+
+func TestServer_ShutdownClosesIdleAndWaitsForActive(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv := startServer(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(entered)
+			<-release
+		}
+		io.WriteString(w, "done")
+	})})
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	idle, idleR := dial()
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, err := http.ReadResponse(idleR, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	active, activeR := dial()
+	io.WriteString(active, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+	receive(t, entered, "the slow request to start")
+
+	shut := make(chan error, 1)
+	go func() { shut <- srv.srv.Shutdown(context.Background()) }()
+	if _, err := idleR.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: read %v, want EOF", err)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v while a request was running", err)
+	default:
+	}
+	close(release)
+	resp, err = http.ReadResponse(activeR, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Close {
+		t.Error("the answer during Shutdown should say Connection: close")
+	}
+	if err := receive(t, shut, "Shutdown to return"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if _, err := net.Dial("tcp", srv.Addr()); err == nil {
+		t.Fatal("still accepting after Shutdown")
+	}
+}
+
+func TestServer_IdleConnectionTimesOut(t *testing.T) {
+	srv := startServer(t, &http.Server{IdleTimeout: 50 * time.Millisecond,
+		Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})})
+	conn, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	br := bufio.NewReader(conn)
+	if _, err := http.ReadResponse(br, nil); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("read %v, want EOF after the idle timeout", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("closed after %v, want about 50ms", d)
+	}
+}
+
+func TestServer_PanicClosesOnlyThatConnection(t *testing.T) {
+	var logs logBuffer
+	srv := startServer(t, &http.Server{ErrorLog: log.New(&logs, "", 0),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/panic" {
+				panic("boom")
+			}
+			io.WriteString(w, "fine")
+		})})
+	if s := exchangeRaw(t, srv.Addr(), "GET /panic HTTP/1.1\r\nHost: h\r\n\r\n"); s != 0 {
+		t.Fatalf("a panicking handler's connection answered %d", s)
+	}
+	if s := exchangeRaw(t, srv.Addr(), "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); s != 200 {
+		t.Fatalf("after a panic: %d", s)
+	}
+	if logs.count("panic serving", "boom") != 1 {
+		t.Fatalf("the panic was not logged once:\n%s", logs.String())
+	}
+}
+
+// FuzzServerParse checks the fast path's parser against http.ReadRequest:
+// whatever it accepts, ReadRequest accepts too and reads the same way.
+func FuzzServerParse(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /a?b=c HTTP/1.1\r\nhost: h:1\r\nx-y: 1\r\nX-Y: 2\r\nConnection: close\r\n\r\n",
+		"DELETE /x HTTP/1.1\r\nHost: [::1]:80\r\nContent-Length: 0\r\n\r\n",
+		"OPTIONS /%zz HTTP/1.1\r\nHost: h\r\nCookie: a=b; c=d\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	c := &srvConn{}
+	c.tmpl = new(http.Request)
+	f.Fuzz(func(t *testing.T, raw string) {
+		end := strings.Index(raw, "\r\n\r\n")
+		if end < 0 {
+			return
+		}
+		head := raw[:end+4]
+		got := c.parse([]byte(head))
+		if got == nil {
+			return
+		}
+		want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head)))
+		if err != nil {
+			t.Fatalf("fast path accepted what ReadRequest refuses (%v): %q", err, head)
+		}
+		// ReadRequest leaves Host in the header map; a server removes it.
+		delete(want.Header, "Host")
+		if got.Method != want.Method || got.RequestURI != want.RequestURI || got.Host != want.Host ||
+			got.URL.String() != want.URL.String() || got.Close != want.Close ||
+			want.ContentLength != 0 || !reflect.DeepEqual(got.Header, want.Header) {
+			t.Fatalf("%q\nfast: %s %s host=%q close=%v %v\nstd:  %s %s host=%q close=%v cl=%d %v", head,
+				got.Method, got.URL, got.Host, got.Close, got.Header,
+				want.Method, want.URL, want.Host, want.Close, want.ContentLength, want.Header)
+		}
+	})
+}
+
+// BenchmarkServerVsNetHTTP answers: how much does a trivial request cost
+// through Server's fast path, and through net/http's server? One keep-alive
+// connection, request after request.
+func BenchmarkServerVsNetHTTP(b *testing.B) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Length"] = []string{"2"}
+		io.WriteString(w, "ok")
+	})
+	run := func(b *testing.B, addr string) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		req := []byte("GET /bench HTTP/1.1\r\nHost: h\r\nUser-Agent: bench\r\n\r\n")
+		br := bufio.NewReader(conn)
+		b.ReportAllocs()
+		for b.Loop() {
+			conn.Write(req)
+			if err := skipResponse(br); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("server=lb", func(b *testing.B) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		s := NewServer(&http.Server{Handler: h})
+		go s.Serve(ln)
+		defer s.Close()
+		run(b, ln.Addr().String())
+	})
+	b.Run("server=net/http", func(b *testing.B) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		s := &http.Server{Handler: h}
+		go s.Serve(ln)
+		defer s.Close()
+		run(b, ln.Addr().String())
+	})
+}
+
+// skipResponse reads one response with a Content-Length body, without
+// allocating, so the benchmark measures the server.
+func skipResponse(br *bufio.Reader) error {
+	n := -1
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) == 2 {
+			break
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+			n = 0
+			for _, c := range bytes.TrimSpace(v) {
+				n = n*10 + int(c-'0')
+			}
+		}
+	}
+	if n < 0 {
+		return errors.New("no Content-Length")
+	}
+	_, err := br.Discard(n)
+	return err
+}
