@@ -2,7 +2,9 @@ package lb
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"log"
 	"net"
 	"net/http"
 	"sync"
@@ -109,6 +111,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
+		if _, ok := nc.(*tls.Conn); ok {
+			// TLS (a listener from tls.NewListener) is net/http's: it
+			// fills Request.TLS and handles the handshake's timeouts.
+			s.handoff.hand(nc)
+			continue
+		}
 		c := newSrvConn(s, nc, base)
 		if !s.track(c) {
 			nc.Close()
@@ -234,6 +242,8 @@ func (s *Server) Close() error {
 func (s *Server) logf(format string, args ...any) {
 	if s.hs.ErrorLog != nil {
 		s.hs.ErrorLog.Printf(format, args...)
+	} else {
+		log.Printf(format, args...) // as net/http
 	}
 }
 

@@ -76,6 +76,7 @@ func TestServer_HandlersSeeWhatNetHTTPWouldShow(t *testing.T) {
 		{"escaped path", "GET /a%2Fb/%7Ec HTTP/1.1\r\nHost: h\r\n\r\n", true},
 		{"body", "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello", false},
 		{"chunked body", "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false},
+		{"repeated Content-Length: 0", "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n", false},
 		{"HTTP/1.0", "GET / HTTP/1.0\r\nHost: h\r\n\r\n", false},
 		{"absolute-form target", "GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n", false},
 		{"Pragma", "GET / HTTP/1.1\r\nHost: h\r\nPragma: no-cache\r\n\r\n", false},
@@ -286,6 +287,33 @@ func TestServer_FramesEveryKindOfAnswer(t *testing.T) {
 				t.Errorf("got %+v", r)
 			}
 		}},
+		{"304: no length, no type", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "10")
+			w.Header().Set("Content-Type", "text/plain")
+			w.Header().Set("Etag", `"v1"`)
+			w.WriteHeader(http.StatusNotModified)
+		}, func(t *testing.T, r rawResponse) {
+			if r.status != 304 || r.header.Get("Content-Length") != "" || r.header.Get("Content-Type") != "" ||
+				r.header.Get("Etag") != `"v1"` || r.closed {
+				t.Errorf("got %+v", r)
+			}
+		}},
+		{"trailers that may not be trailers are dropped", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Trailer", "Content-Type, Connection, X-Ok")
+			io.WriteString(w, "data")
+			w.Header().Set("Content-Type", "evil")
+			w.Header().Set("Connection", "close")
+			w.Header().Set("X-Ok", "1")
+			w.Header().Set(http.TrailerPrefix+"If-Match", "x")
+		}, func(t *testing.T, r rawResponse) {
+			// The client lists every announced name in Trailer, with no value
+			// until one arrives.
+			tr := r.trailer
+			if r.body != "data" || tr.Get("X-Ok") != "1" || tr.Get("Content-Type") != "" || tr.Get("Connection") != "" ||
+				tr.Get("If-Match") != "" || r.closed {
+				t.Errorf("got %+v", r)
+			}
+		}},
 		{"Connection: close from the handler", "GET", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Connection", "close")
 			io.WriteString(w, "bye")
@@ -484,19 +512,62 @@ func TestServer_PanicClosesOnlyThatConnection(t *testing.T) {
 	var logs logBuffer
 	srv := startServer(t, &http.Server{ErrorLog: log.New(&logs, "", 0),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/panic" {
+			switch r.URL.Path {
+			case "/panic":
 				panic("boom")
+			case "/abort":
+				// A complete-looking answer must not leave: the handler failed.
+				w.WriteHeader(http.StatusNoContent)
+				panic(http.ErrAbortHandler)
 			}
 			io.WriteString(w, "fine")
 		})})
 	if s := exchangeRaw(t, srv.Addr(), "GET /panic HTTP/1.1\r\nHost: h\r\n\r\n"); s != 0 {
 		t.Fatalf("a panicking handler's connection answered %d", s)
 	}
+	if s := exchangeRaw(t, srv.Addr(), "GET /abort HTTP/1.1\r\nHost: h\r\n\r\n"); s != 0 {
+		t.Fatalf("an aborted handler's connection answered %d", s)
+	}
 	if s := exchangeRaw(t, srv.Addr(), "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); s != 200 {
 		t.Fatalf("after a panic: %d", s)
 	}
 	if logs.count("panic serving", "boom") != 1 {
 		t.Fatalf("the panic was not logged once:\n%s", logs.String())
+	}
+}
+
+// deadlineConn records read deadlines.
+type deadlineConn struct {
+	net.Conn
+	set []time.Time
+}
+
+func (d *deadlineConn) SetReadDeadline(t time.Time) error {
+	d.set = append(d.set, t)
+	return nil
+}
+
+func TestHandedConn_HeaderTimeoutIsNotGivenTwice(t *testing.T) {
+	limit := time.Now().Add(time.Second)
+	later, sooner := limit.Add(time.Hour), limit.Add(-time.Millisecond)
+	for _, tc := range []struct {
+		name  string
+		first time.Time
+		want  []time.Time
+	}{
+		{"a later deadline is cut to the fast path's", later, []time.Time{limit, {}}},
+		{"no deadline is cut too", time.Time{}, []time.Time{limit, {}}},
+		{"a sooner deadline stays", sooner, []time.Time{sooner, {}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dc := &deadlineConn{}
+			hc := &handedConn{Conn: dc, limit: limit}
+			hc.SetReadDeadline(tc.first)
+			hc.SetReadDeadline(time.Time{}) // net/http clears it after the head: not limited
+			if !reflect.DeepEqual(dc.set, tc.want) {
+				t.Fatalf("deadlines %v, want %v", dc.set, tc.want)
+			}
+		})
 	}
 }
 

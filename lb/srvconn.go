@@ -51,8 +51,11 @@ type srvConn struct {
 	cancel context.CancelCauseFunc
 	tmpl   *http.Request // empty but for ctx: copied into each request
 	remote string
-	w      srvResponse
 	head   []byte // scratch: the request head, field names canonicalised
+
+	// headDeadline is the read deadline of the head being read, which a
+	// connection handed to net/http keeps: it starts its own timeout.
+	headDeadline time.Time
 
 	accepted int64        // UnixNano
 	state    atomic.Int32 // stateNew...: written here and by Shutdown/Close
@@ -77,7 +80,6 @@ func newSrvConn(s *Server, nc net.Conn, base context.Context) *srvConn {
 	c.tmpl = new(http.Request).WithContext(c.ctx)
 	c.remote = nc.RemoteAddr().String()
 	c.wcond.L = &c.wmu
-	c.w.c = c
 	return c
 }
 
@@ -97,14 +99,36 @@ func (r *connReader) Read(p []byte) (int, error) {
 	return r.c.Read(p)
 }
 
-// handedConn is a connection given to the http.Server: reads come from the
-// bufio.Reader first, which holds the request that could not be served here.
+// handedConn is a connection given to the http.Server. It holds a copy of
+// the bytes the fast path had read, and no reference to the srvConn and
+// its buffers, which a long-lived (upgraded) connection would keep.
 type handedConn struct {
 	net.Conn
-	br *bufio.Reader
+	buf []byte
+	// limit bounds the first read deadline net/http sets, its header
+	// timeout, by what was left of the fast path's own: a slow client
+	// does not get the time twice.
+	limit time.Time
 }
 
-func (h *handedConn) Read(p []byte) (int, error) { return h.br.Read(p) }
+func (h *handedConn) Read(p []byte) (int, error) {
+	if len(h.buf) > 0 {
+		n := copy(p, h.buf)
+		h.buf = h.buf[n:]
+		return n, nil
+	}
+	return h.Conn.Read(p)
+}
+
+func (h *handedConn) SetReadDeadline(t time.Time) error {
+	if !h.limit.IsZero() {
+		if t.IsZero() || t.After(h.limit) {
+			t = h.limit
+		}
+		h.limit = time.Time{}
+	}
+	return h.Conn.SetReadDeadline(t)
+}
 
 // CloseWrite lets net/http half-close the connection before closing it
 // after an error answer, as it does for a bare *net.TCPConn.
@@ -113,6 +137,16 @@ func (h *handedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// handOff gives the connection, and what was read of it, to the
+// http.Server.
+func (c *srvConn) handOff() {
+	buffered, _ := c.br.Peek(c.br.Buffered())
+	hc := &handedConn{Conn: c.rwc, buf: bytes.Clone(buffered), limit: c.headDeadline}
+	c.rwc.SetReadDeadline(time.Time{})
+	c.br, c.bw, c.head = nil, nil, nil
+	c.s.handoff.hand(hc)
 }
 
 func (c *srvConn) serve() {
@@ -139,9 +173,8 @@ func (c *srvConn) serve() {
 			return // the client left, timed out, or Shutdown closed the connection
 		}
 		if req == nil {
-			c.rwc.SetReadDeadline(time.Time{})
 			handed = true
-			c.s.handoff.hand(&handedConn{Conn: c.rwc, br: c.br})
+			c.handOff()
 			return
 		}
 		if !c.serveRequest(req) {
@@ -154,19 +187,25 @@ func (c *srvConn) serve() {
 // when it is plain, nil and no error when the connection goes to net/http,
 // and an error when the connection is done.
 func (c *srvConn) readRequest(first bool) (*http.Request, error) {
+	// The timeouts as net/http reads them: ReadTimeout stands in for the
+	// header and idle timeouts left at zero.
 	hs := c.s.hs
-	wait := hs.IdleTimeout
-	if wait == 0 {
-		wait = hs.ReadTimeout
+	headTimeout, idle := hs.ReadHeaderTimeout, hs.IdleTimeout
+	if headTimeout == 0 {
+		headTimeout = hs.ReadTimeout
 	}
-	if first || wait == 0 {
-		wait = hs.ReadHeaderTimeout
+	if idle == 0 {
+		idle = hs.ReadTimeout
 	}
-	var deadline time.Time
+	wait := idle
+	if first {
+		wait = headTimeout
+	}
+	c.headDeadline = time.Time{}
 	if wait > 0 {
-		deadline = time.Now().Add(wait)
+		c.headDeadline = time.Now().Add(wait)
 	}
-	c.rwc.SetReadDeadline(deadline)
+	c.rwc.SetReadDeadline(c.headDeadline)
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, err
 	}
@@ -186,10 +225,14 @@ func (c *srvConn) readRequest(first bool) (*http.Request, error) {
 		if len(buf) == c.br.Size() || bareLF(buf) {
 			return nil, nil // too long a head, or bare LF line ends: net/http judges
 		}
-		if !extended && hs.ReadHeaderTimeout > 0 {
-			// The head has begun: it now has ReadHeaderTimeout to arrive,
+		if !extended {
+			// The head has begun: it now has the header timeout to arrive,
 			// not what was left of the idle timeout.
-			c.rwc.SetReadDeadline(time.Now().Add(hs.ReadHeaderTimeout))
+			c.headDeadline = time.Time{}
+			if headTimeout > 0 {
+				c.headDeadline = time.Now().Add(headTimeout)
+			}
+			c.rwc.SetReadDeadline(c.headDeadline)
 			extended = true
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
@@ -231,7 +274,7 @@ func (c *srvConn) parse(raw []byte) *http.Request {
 
 	type field struct{ k0, k1, v0, v1 int }
 	var fields [64]field
-	nf, host, closeConn := 0, -1, false
+	nf, host, closeConn, seenCL := 0, -1, false, false
 	for pos := eol + 1; pos < len(h)-2; {
 		end := pos + bytes.IndexByte(h[pos:], '\n')
 		if end <= pos || h[end-1] != '\r' {
@@ -265,9 +308,10 @@ func (c *srvConn) parse(raw []byte) *http.Request {
 			}
 			host = nf
 		case "Content-Length":
-			if string(v) != "0" {
-				return nil // a body: net/http streams it
+			if string(v) != "0" || seenCL {
+				return nil // a body (net/http streams it), or a repeated length
 			}
+			seenCL = true
 		case "Transfer-Encoding", "Expect", "Upgrade", "Pragma", "Http2-Settings":
 			return nil
 		case "Connection":
@@ -338,13 +382,16 @@ func plainHost(v []byte) bool {
 // serveRequest runs the handler for req and finishes the answer. It
 // reports whether the connection can take another request.
 func (c *srvConn) serveRequest(req *http.Request) bool {
-	w := &c.w
-	w.begin(req)
+	w := newSrvResponse(c, req)
+	if d := c.s.hs.WriteTimeout; d > 0 {
+		w.SetWriteDeadline(time.Now().Add(d))
+	}
 	c.arm()
 	ok := c.runHandler(w, req)
 	gone := c.disarm()
 	if !ok {
-		c.bw.Flush() // what was written, as net/http does before closing
+		// Whatever is buffered is dropped with the connection: a complete
+		// looking answer from a handler that failed half-way would lie.
 		return false
 	}
 	w.finish()

@@ -9,10 +9,12 @@ import (
 	"time"
 )
 
-// srvResponse is the ResponseWriter of Server's fast path; each connection
-// has one, reused for its requests. The head goes into the connection's
-// write buffer when the status is set, so later changes to the header map
-// are not sent, but for trailers, as with net/http.
+// srvResponse is the ResponseWriter of Server's fast path, one per
+// request, as net/http's: a handler goroutine that outlives ServeHTTP (a
+// bug) cannot write into the next answer on the connection. The head goes
+// into the connection's write buffer when the status is set, so later
+// changes to the header map are not sent, but for trailers, as with
+// net/http.
 type srvResponse struct {
 	c   *srvConn
 	req *http.Request
@@ -30,13 +32,8 @@ type srvResponse struct {
 	err        error // the first write error: the client is gone
 }
 
-func (w *srvResponse) begin(req *http.Request) {
-	if w.hdr == nil {
-		w.hdr = make(http.Header, 16)
-	} else {
-		clear(w.hdr)
-	}
-	*w = srvResponse{c: w.c, req: req, hdr: w.hdr, cl: -1, closeAfter: req.Close}
+func newSrvResponse(c *srvConn, req *http.Request) *srvResponse {
+	return &srvResponse{c: c, req: req, hdr: make(http.Header), cl: -1, closeAfter: req.Close}
 }
 
 // Header returns the header map that WriteHeader sends.
@@ -53,7 +50,7 @@ func (w *srvResponse) WriteHeader(code int) {
 	}
 	if code < 200 && code != http.StatusSwitchingProtocols {
 		w.writeStatusLine(code)
-		w.writeFields(false)
+		w.writeFields(false, true)
 		w.c.bw.WriteString("\r\n")
 		if err := w.c.bw.Flush(); err != nil && w.err == nil {
 			w.err = err
@@ -63,8 +60,10 @@ func (w *srvResponse) WriteHeader(code int) {
 	w.status = code
 	w.writeStatusLine(code)
 	h := w.hdr
-	w.noBody = code == http.StatusNoContent || code == http.StatusNotModified || code < 200 || w.req.Method == http.MethodHead
-	keepCL := code != http.StatusNoContent && code >= 200
+	// No body, and (as net/http) no length or type for 304, no length for 204.
+	bodyless := code == http.StatusNoContent || code == http.StatusNotModified || code < 200
+	w.noBody = bodyless || w.req.Method == http.MethodHead
+	keepCL, keepType := !bodyless, code != http.StatusNotModified
 	if v, ok := h["Content-Length"]; ok && keepCL {
 		if len(v) == 1 {
 			w.cl = parseLength(v[0])
@@ -92,7 +91,7 @@ func (w *srvResponse) WriteHeader(code int) {
 			w.c.bw.WriteString("Transfer-Encoding: chunked\r\n")
 		}
 	}
-	w.writeFields(keepCL)
+	w.writeFields(keepCL, keepType)
 	w.c.bw.WriteString("\r\n")
 }
 
@@ -111,12 +110,14 @@ func (w *srvResponse) writeStatusLine(code int) {
 }
 
 // writeFields writes the header map but for the fields framing owns:
-// Transfer-Encoding always, Content-Length unless keepCL, trailers.
-func (w *srvResponse) writeFields(keepCL bool) {
+// Transfer-Encoding always, Content-Length unless keepCL, Content-Type
+// unless keepType, and trailers.
+func (w *srvResponse) writeFields(keepCL, keepType bool) {
 	bw := w.c.bw
 	for k, vv := range w.hdr {
 		switch {
-		case k == "Transfer-Encoding", k == "Content-Length" && !keepCL, strings.HasPrefix(k, http.TrailerPrefix):
+		case k == "Transfer-Encoding", k == "Content-Length" && !keepCL, k == "Content-Type" && !keepType,
+			strings.HasPrefix(k, http.TrailerPrefix):
 			continue
 		}
 		if !validFieldName(k) {
@@ -238,8 +239,7 @@ func (w *srvResponse) writeTrailers() {
 	for _, list := range w.trailers {
 		for k := range strings.SplitSeq(list, ",") {
 			k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))
-			switch k {
-			case "", "Transfer-Encoding", "Content-Length", "Trailer":
+			if !validFieldName(k) || !validTrailer(k) {
 				continue
 			}
 			for _, v := range w.hdr[k] {
@@ -251,7 +251,7 @@ func (w *srvResponse) writeTrailers() {
 		}
 	}
 	for k, vv := range w.hdr {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && validFieldName(name) {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && validFieldName(name) && validTrailer(name) {
 			for _, v := range vv {
 				bw.WriteString(name)
 				bw.WriteString(": ")
@@ -260,4 +260,21 @@ func (w *srvResponse) writeTrailers() {
 			}
 		}
 	}
+}
+
+// validTrailer reports whether a canonical field name may be sent as a
+// trailer: RFC 9110 section 6.5.1 rules out framing, routing,
+// authentication and request modifiers; the list is net/http's.
+func validTrailer(k string) bool {
+	if strings.HasPrefix(k, "If-") {
+		return false
+	}
+	switch k {
+	case "Authorization", "Cache-Control", "Connection", "Content-Encoding", "Content-Length",
+		"Content-Range", "Content-Type", "Expect", "Host", "Keep-Alive", "Max-Forwards", "Pragma",
+		"Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection", "Range", "Realm", "Te",
+		"Trailer", "Transfer-Encoding", "Www-Authenticate":
+		return false
+	}
+	return true
 }
