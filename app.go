@@ -62,8 +62,8 @@ func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, acces
 		return nil, err
 	}
 	a.limit = limit
-	accessLogger := slog.New(newHandler(cfg.LogFormat, access))
-	a.bal, err = lb.New(lbConfig(cfg), lb.Options{Logger: logger, AccessLog: accessLogger, Admit: limit.admit})
+	a.bal, err = lb.New(lbConfig(cfg), lb.Options{Logger: logger, AccessWriter: access,
+		AccessJSON: cfg.LogFormat == "json", Admit: limit.admit})
 	if err != nil {
 		return nil, &ConfigError{Problems: []string{err.Error()}}
 	}

@@ -323,8 +323,8 @@ func (ex *exchange) status() int {
 
 // logAccess writes the request's access-log line.
 func (ex *exchange) logAccess(status int, dur time.Duration) {
-	attrs := make([]slog.Attr, 0, 12)
-	attrs = append(attrs,
+	var buf [12]slog.Attr
+	attrs := append(buf[:0],
 		slog.String("method", ex.in.Method),
 		slog.String("path", ex.in.URL.Path),
 		slog.Int("status", status),
@@ -348,6 +348,10 @@ func (ex *exchange) logAccess(status int, dur time.Duration) {
 	}
 	if ex.broken {
 		attrs = append(attrs, slog.Bool("aborted", true))
+	}
+	if ex.b.lines != nil {
+		ex.b.lines.log(time.Now(), "request", attrs)
+		return
 	}
 	ex.b.access.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }
