@@ -39,7 +39,7 @@ type app struct {
 	limit  *rateLimit
 
 	ln, adminLn net.Listener
-	srv         *lb.Server
+	srv         frontServer
 	admin       *http.Server
 
 	// hardCtx is the base context of every request. Cancelling it after the
@@ -47,6 +47,14 @@ type app struct {
 	// (WebSocket) connections and requests still running.
 	hardCtx    context.Context
 	hardCancel context.CancelFunc
+}
+
+// frontServer serves the proxy's listener: lb.Server, or net/http's server
+// alone when runtime.fast_http1 is off.
+type frontServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
 }
 
 // newApp builds everything and opens the listeners, so that a port already
@@ -69,14 +77,18 @@ func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, acces
 	}
 
 	a.hardCtx, a.hardCancel = context.WithCancel(context.Background())
-	a.srv = lb.NewServer(&http.Server{
+	front := &http.Server{
 		Handler:           a.bal,
 		ReadHeaderTimeout: cfg.Timeouts.ReadHeader.D(),
 		IdleTimeout:       cfg.Timeouts.Idle.D(),
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return a.hardCtx },
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	})
+	}
+	a.srv = front
+	if cfg.Runtime.FastHTTP1 {
+		a.srv = lb.NewServer(front)
+	}
 	if a.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
@@ -227,6 +239,7 @@ func restartOnly(initial, cfg *Config) []string {
 		{"timeouts.idle", initial.Timeouts.Idle != cfg.Timeouts.Idle},
 		{"max_header_bytes", initial.MaxHeaderBytes != cfg.MaxHeaderBytes},
 		{"log_format", initial.LogFormat != cfg.LogFormat},
+		{"runtime.fast_http1", initial.Runtime.FastHTTP1 != cfg.Runtime.FastHTTP1},
 	} {
 		if c.changed {
 			out = append(out, c.name)

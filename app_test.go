@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"stdlb/lb"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -186,6 +187,14 @@ func TestApp_BadReloadKeepsRunningConfig(t *testing.T) {
 }
 
 func TestApp_ShutdownLetsSlowRequestFinish(t *testing.T) {
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_http1=%v", fast), func(t *testing.T) { testShutdownLetsSlowRequestFinish(t, fast) })
+	}
+}
+
+// testShutdownLetsSlowRequestFinish runs with either front server:
+// runtime.fast_http1 on (lb.Server) or off (net/http's alone).
+func testShutdownLetsSlowRequestFinish(t *testing.T, fast bool) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -196,8 +205,11 @@ func TestApp_ShutdownLetsSlowRequestFinish(t *testing.T) {
 	}))
 	defer slow.Close()
 	path := filepath.Join(t.TempDir(), "config.json")
-	writeConfig(t, path, "", slow.URL)
+	writeConfig(t, path, fmt.Sprintf(`, "runtime": {"fast_http1": %v}`, fast), slow.URL)
 	r := startApp(t, path)
+	if _, isFast := r.srv.(*lb.Server); isFast != fast {
+		t.Fatalf("front server %T with fast_http1 %v", r.srv, fast)
+	}
 	addr := r.Addr()
 
 	type result struct {

@@ -86,6 +86,11 @@ type RuntimeConfig struct {
 	// MemoryLimit is a soft heap limit such as "512MiB" (Go's GOMEMLIMIT);
 	// "" keeps the runtime's own setting.
 	MemoryLimit string `json:"memory_limit"`
+	// FastHTTP1 serves plain HTTP/1.1 requests (no body, no upgrade) on
+	// the balancer's own connection loop, lb.Server, and the rest with
+	// net/http's server; false leaves every connection to net/http's
+	// server, at about a third more CPU per request (bench/RESULTS.md).
+	FastHTTP1 bool `json:"fast_http1"`
 }
 
 // defaultConfig is the one place defaults live. Loading decodes the file
@@ -116,7 +121,7 @@ func defaultConfig() Config {
 		// A proxy's live heap is small and its garbage is per-request
 		// buffers, so the collector runs often at Go's default of 100;
 		// doubling the target measured 5% more throughput (bench/RESULTS.md).
-		Runtime: RuntimeConfig{GOGC: 200},
+		Runtime: RuntimeConfig{GOGC: 200, FastHTTP1: true},
 	}
 }
 

@@ -1,8 +1,13 @@
 // Package lb is an HTTP load balancer: it picks a healthy backend for each
 // request with a pluggable policy, proxies the request with
-// httputil.ReverseProxy over one shared keep-alive Transport, retries on
-// another backend when that is safe, checks backends' health actively and
-// passively, and logs what it did in words a person can act on.
+// httputil.ReverseProxy (requests without a body over its own keep-alive
+// HTTP/1.1 connections, the rest over one shared http.Transport), retries
+// on another backend when that is safe, checks backends' health actively
+// and passively, and logs what it did in words a person can act on.
+//
+// Server is the front end it runs behind in production: plain HTTP/1.1
+// requests on its own connection loop, everything else on net/http's
+// server.
 package lb
 
 import (
