@@ -47,17 +47,34 @@ func BenchmarkProxy(b *testing.B) {
 	}))
 	defer backend.Close()
 	b.Run("direct", func(b *testing.B) { benchmarkGet(b, backend.URL+"/") })
-	for _, accessLog := range []bool{false, true} {
-		b.Run(fmt.Sprintf("keepalive/access-log=%v", accessLog), func(b *testing.B) {
-			cfg := Config{Backends: []BackendConfig{{URL: mustURL(b, backend.URL)}}, AccessLog: accessLog}
-			bal, err := New(cfg, Options{Logger: (&logBuffer{}).logger(), AccessLog: discardLogger()})
-			if err != nil {
-				b.Fatal(err)
-			}
-			front := httptest.NewServer(bal)
-			defer front.Close()
-			benchmarkGet(b, front.URL+"/")
-		})
+	for _, server := range []string{"lb", "net-http"} {
+		for _, accessLog := range []bool{false, true} {
+			b.Run(fmt.Sprintf("keepalive/server=%s/access-log=%v", server, accessLog), func(b *testing.B) {
+				cfg := Config{Backends: []BackendConfig{{URL: mustURL(b, backend.URL)}}, AccessLog: accessLog}
+				bal, err := New(cfg, Options{Logger: (&logBuffer{}).logger(), AccessWriter: io.Discard})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					b.Fatal(err)
+				}
+				// As in production (Server), or net/http's server alone
+				// (runtime.fast_http1 off).
+				var srv interface{ Close() error }
+				if server == "lb" {
+					s := NewServer(&http.Server{Handler: bal})
+					go s.Serve(ln)
+					srv = s
+				} else {
+					s := &http.Server{Handler: bal}
+					go s.Serve(ln)
+					srv = s
+				}
+				defer srv.Close()
+				benchmarkGet(b, "http://"+ln.Addr().String()+"/")
+			})
+		}
 	}
 }
 
