@@ -536,6 +536,58 @@ func TestServer_PanicClosesOnlyThatConnection(t *testing.T) {
 	}
 }
 
+func TestServer_HeadArrivingByteByByte(t *testing.T) {
+	// Each byte in its own read: the search for the head's end and for
+	// bare line feeds looks only at new bytes and must still see every
+	// boundary right.
+	cases := []struct {
+		name, head string
+		fast       bool
+	}{
+		{"plain", "GET /a HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n", true},
+		{"bare LF in the middle", "GET /a HTTP/1.1\r\nHost: h\nX-A: 1\r\n\r\n", false},
+		{"LF LF", "GET /a HTTP/1.1\r\nHost: h\r\n\n", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewServer(&http.Server{})
+			client, server := net.Pipe() // unbuffered: one Write, one Read
+			c := newSrvConn(s, server, context.Background())
+			defer c.cancel(nil)
+			type result struct {
+				req *http.Request
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				req, err := c.readRequest(true)
+				done <- result{req, err}
+			}()
+			go func() {
+				for i := range len(tc.head) {
+					if _, err := client.Write([]byte{tc.head[i]}); err != nil {
+						return // the reader stopped early, as for a bare LF: the pipe is closed
+					}
+				}
+			}()
+			r := receive(t, done, "the head to be read")
+			client.Close()
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if got := r.req != nil; got != tc.fast {
+				t.Fatalf("served by the fast path: %v, want %v", got, tc.fast)
+			}
+			if tc.fast && (r.req.URL.Path != "/a" || r.req.Host != "h" || r.req.Header.Get("X-A") != "1") {
+				t.Fatalf("request %s %s host %q header %v", r.req.Method, r.req.URL, r.req.Host, r.req.Header)
+			}
+			if kept, _ := c.br.Peek(c.br.Buffered()); !tc.fast && !strings.HasPrefix(tc.head, string(kept)) {
+				t.Fatalf("kept %q for net/http, not what was sent", kept)
+			}
+		})
+	}
+}
+
 // deadlineConn records read deadlines.
 type deadlineConn struct {
 	net.Conn

@@ -213,18 +213,30 @@ func (c *srvConn) readRequest(first bool) (*http.Request, error) {
 		return nil, net.ErrClosed
 	}
 	extended := first
-	for {
+	for scanned := 0; ; {
+		// Only the bytes new since the last look are searched (and the three
+		// before them), so a head trickling in byte by byte costs linear time.
 		buf, _ := c.br.Peek(c.br.Buffered())
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			req := c.parse(buf[:i+4])
+		from := max(scanned-3, 0)
+		if i := bytes.Index(buf[from:], []byte("\r\n\r\n")); i >= 0 {
+			end := from + i + 4
+			req := c.parse(buf[:end])
 			if req != nil {
-				c.br.Discard(i + 4)
+				c.br.Discard(end)
 			}
 			return req, nil
 		}
-		if len(buf) == c.br.Size() || bareLF(buf) {
+		// bareLF counts a '\n' at the start of its slice as bare: start the
+		// new bytes' check at the byte before them, unless that is a '\n'
+		// (judged last time), which makes a '\n' after it bare indeed.
+		lf := max(scanned-1, 0)
+		if lf > 0 && buf[lf] == '\n' {
+			lf++
+		}
+		if len(buf) == c.br.Size() || bareLF(buf[lf:]) {
 			return nil, nil // too long a head, or bare LF line ends: net/http judges
 		}
+		scanned = len(buf)
 		if !extended {
 			// The head has begun: it now has the header timeout to arrive,
 			// not what was left of the idle timeout.
