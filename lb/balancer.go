@@ -211,6 +211,13 @@ func (b *Balancer) finish(ex *exchange) {
 	if ex.pool.cfg.AccessLog {
 		ex.logAccess(status, dur)
 	}
+	if p == nil && ex.gone && ex.rw.status == 0 && !ex.upgraded {
+		// Nothing was written for a client that left (or half-closed):
+		// the server must not make up an empty 200 for it. Aborting makes
+		// net/http, and Server, close the connection without a word, as
+		// nginx does after a 499.
+		p = http.ErrAbortHandler
+	}
 	ex.reset()
 	b.exchanges.Put(ex)
 	if p != nil {

@@ -414,3 +414,41 @@ func TestBalancer_GarbageFromBackendIs502WithJSONError(t *testing.T) {
 		}
 	}
 }
+
+func TestBalancer_ClientThatLeavesGetsNoMadeUpAnswer(t *testing.T) {
+	// Through both of Server's paths: its own loop (GET) and net/http's
+	// (a POST with a body is handed over). A half-closed client can still
+	// read: it must read nothing, not an empty 200.
+	for _, tc := range []struct{ name, raw string }{
+		{"fast path", "GET /wait HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"net/http", "POST /wait HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			entered := make(chan struct{}, 1)
+			backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				entered <- struct{}{}
+				<-r.Context().Done()
+			}))
+			defer backend.Close()
+			logs := &logBuffer{}
+			front := startBalancer(t, newBalancer(t, testConfig(t, backend.URL), logs))
+			conn, err := net.Dial("tcp", front.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(conn, tc.raw)
+			receive(t, entered, "the request to reach the backend")
+			conn.(*net.TCPConn).CloseWrite()
+			if b, err := io.ReadAll(conn); len(b) != 0 || err != nil {
+				t.Fatalf("the client read %q, %v; want nothing, then EOF", b, err)
+			}
+			waitFor(t, "the access-log line", func() bool { return logs.count("path=/wait") == 1 })
+			if logs.count("path=/wait", "status=499") != 1 {
+				t.Fatalf("want one 499 line:\n%s", logs)
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -375,25 +376,56 @@ func TestServer_FramesEveryKindOfAnswer(t *testing.T) {
 }
 
 func TestServer_CancelsTheContextWhenTheClientHangsUp(t *testing.T) {
-	entered, cancelled := make(chan struct{}), make(chan error, 1)
-	srv := startServer(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(entered)
-		select {
-		case <-r.Context().Done():
-			cancelled <- context.Cause(r.Context())
-		case <-time.After(5 * time.Second):
-			cancelled <- errors.New("the context was not cancelled within 5s")
-		}
-	})})
-	conn, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
+	cases := []struct {
+		name, send string
+		halfClose  bool
+	}{
+		{"close", "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n", false},
+		// The next request is already buffered: the watch reads beneath it.
+		{"close with a pipelined request", "GET /slow HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n", false},
+		{"close after a stray CRLF", "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n\r\n", false},
+		// A half-close reads as a hang-up, and nothing is made up for it.
+		{"half-close", "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n", true},
 	}
-	io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
-	receive(t, entered, "the handler to start")
-	conn.Close()
-	if err := receive(t, cancelled, "the handler to end"); !errors.Is(err, errClientHungUp) {
-		t.Fatalf("cause = %v, want errClientHungUp", err)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			entered, cancelled := make(chan struct{}), make(chan error, 1)
+			var slow atomic.Int32
+			srv := startServer(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if slow.Add(1) > 1 {
+					t.Errorf("%s was served after the client left", r.URL.Path)
+					return
+				}
+				close(entered)
+				select {
+				case <-r.Context().Done():
+					cancelled <- context.Cause(r.Context())
+				case <-time.After(5 * time.Second):
+					cancelled <- errors.New("the context was not cancelled within 5s")
+				}
+			})})
+			conn, err := net.Dial("tcp", srv.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(conn, tc.send)
+			receive(t, entered, "the handler to start")
+			if tc.halfClose {
+				conn.(*net.TCPConn).CloseWrite()
+			} else {
+				conn.Close()
+			}
+			if err := receive(t, cancelled, "the handler to end"); !errors.Is(err, errClientHungUp) {
+				t.Fatalf("cause = %v, want errClientHungUp", err)
+			}
+			if tc.halfClose {
+				if b, err := io.ReadAll(conn); len(b) != 0 || err != nil {
+					t.Fatalf("a half-closed client read %q, %v; want nothing, then EOF", b, err)
+				}
+			}
+		})
 	}
 }
 

@@ -65,7 +65,6 @@ type srvConn struct {
 	wcond sync.Cond // on wmu: signalled when watching ends
 	// Guarded by wmu.
 	inHandler bool // a handler is running
-	pipelined bool // the next request's bytes were already buffered: reading would take them
 	watching  bool // watchHangUp is reading the connection
 	gone      bool // the client hung up
 }
@@ -84,17 +83,18 @@ func newSrvConn(s *Server, nc net.Conn, base context.Context) *srvConn {
 }
 
 // connReader is what a connection's bufio.Reader reads: the connection,
-// after the byte the hang-up watch read if it read one.
+// after the bytes the hang-up watch read. Those come after everything the
+// bufio.Reader holds, so the order of the client's bytes is kept.
 type connReader struct {
 	c       net.Conn
-	hasByte bool
-	b       byte
+	pending []byte // read by watchHangUp; guarded by srvConn.wmu while a watch may run
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
-	if r.hasByte && len(p) > 0 {
-		p[0], r.hasByte = r.b, false
-		return 1, nil
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		r.pending = r.pending[n:]
+		return n, nil
 	}
 	return r.c.Read(p)
 }
@@ -406,6 +406,11 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 		// looking answer from a handler that failed half-way would lie.
 		return false
 	}
+	if gone && w.status == 0 {
+		// The handler wrote nothing for a client that left: no made-up
+		// empty 200 (nginx sends nothing either, and logs 499).
+		return false
+	}
 	w.finish()
 	return !w.closeAfter && w.err == nil && !gone
 }
@@ -434,7 +439,6 @@ func (c *srvConn) runHandler(w *srvResponse, req *http.Request) (ok bool) {
 func (c *srvConn) arm() {
 	c.wmu.Lock()
 	c.inHandler = true
-	c.pipelined = c.br.Buffered() > 0
 	c.wmu.Unlock()
 	if c.watch == nil {
 		c.watch = time.AfterFunc(watchAfter, c.watchHangUp)
@@ -462,10 +466,13 @@ func (c *srvConn) disarm() bool {
 // watchHangUp runs on the timer's goroutine when a request has run for
 // watchAfter: it reads the connection until the client sends a byte (kept
 // for the next request), hangs up (which cancels the request's context),
-// or disarm interrupts it.
+// or disarm interrupts it. It reads beneath the bufio.Reader, so bytes of
+// pipelined requests already buffered do not hide a hang-up, as with
+// net/http's background read. A half-close (shutdown of the client's
+// sending side) reads as a hang-up too, as nginx takes it.
 func (c *srvConn) watchHangUp() {
 	c.wmu.Lock()
-	if !c.inHandler || c.pipelined || c.watching {
+	if !c.inHandler || c.watching {
 		c.wmu.Unlock()
 		return
 	}
@@ -478,7 +485,7 @@ func (c *srvConn) watchHangUp() {
 
 	c.wmu.Lock()
 	if n > 0 {
-		c.in.hasByte, c.in.b = true, b[0]
+		c.in.pending = append(c.in.pending, b[0]) // a pipelined request's: kept in order
 	} else if c.inHandler { // not disarm's interruption
 		c.gone = true
 		c.cancel(errClientHungUp)
