@@ -179,6 +179,12 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.use(i)
 	if r.Body != nil && r.Body != http.NoBody {
 		ex.body = &bodyReader{rc: r.Body, ctl: http.NewResponseController(w), timeout: ex.pool.cfg.ReadBodyTimeout}
+		// A backend may answer before it has read the whole body (an echo,
+		// an early refusal, a stream both ways). Without full duplex,
+		// net/http's server would discard up to 256 KiB of the unread body
+		// once the answer starts and close the rest: a hole in what the
+		// backend gets, or a hang.
+		ex.body.ctl.EnableFullDuplex()
 		r.Body = ex.body
 	}
 	ex.rp.ServeHTTP(&ex.rw, r)

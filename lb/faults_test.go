@@ -7,6 +7,7 @@ package lb
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -448,6 +449,43 @@ func TestBalancer_ClientThatLeavesGetsNoMadeUpAnswer(t *testing.T) {
 			waitFor(t, "the access-log line", func() bool { return logs.count("path=/wait") == 1 })
 			if logs.count("path=/wait", "status=499") != 1 {
 				t.Fatalf("want one 499 line:\n%s", logs)
+			}
+		})
+	}
+}
+
+func TestBalancer_BackendAnsweringWhileReadingTheBodyGetsAllOfIt(t *testing.T) {
+	body := make([]byte, 5<<20)
+	for i := range body {
+		body[i] = byte(i*7 + i>>11)
+	}
+	for _, tc := range []struct {
+		name        string
+		headerFirst bool // the backend sends its status before reading anything
+	}{{"echo", false}, {"answer first, then read", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				rc := http.NewResponseController(w)
+				rc.EnableFullDuplex()
+				if tc.headerFirst {
+					w.WriteHeader(http.StatusOK)
+					rc.Flush()
+				}
+				io.Copy(w, r.Body)
+			}))
+			defer backend.Close()
+			front := startBalancer(t, newBalancer(t, testConfig(t, backend.URL), &logBuffer{}))
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "POST", front.URL+"/echo", bytes.NewReader(body))
+			resp, err := front.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("echo of %d bytes: got %d bytes (equal: %v), %v", len(body), len(got), bytes.Equal(got, body), err)
 			}
 		})
 	}
