@@ -166,7 +166,9 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.begin(w, r, b.pool.Load())
 	defer b.finish(ex)
 	if b.opts.Admit != nil {
+		ex.rw.admitting = true
 		ex.adm = b.opts.Admit(&ex.rw, r)
+		ex.rw.admitting = false
 		if !ex.adm.Allowed {
 			return
 		}

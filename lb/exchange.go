@@ -48,6 +48,7 @@ type exchange struct {
 
 func newExchange(b *Balancer) *exchange {
 	ex := &exchange{b: b, cur: -1}
+	ex.rw.early = http.Header{}
 	ex.proxyLog = log.New(&ex.sink, "", 0)
 	ex.rp = httputil.ReverseProxy{
 		Rewrite:        ex.rewrite,
@@ -72,7 +73,9 @@ func (ex *exchange) begin(w http.ResponseWriter, r *http.Request, p *pool) {
 
 // reset clears the per-request fields before the exchange is pooled again.
 func (ex *exchange) reset() {
-	ex.rw = recorder{}
+	early := ex.rw.early
+	clear(early)
+	ex.rw = recorder{early: early}
 	ex.in, ex.pool, ex.adm = nil, nil, Admission{}
 	ex.cur, ex.tried, ex.attempts = -1, 0, 0
 	ex.fail, ex.failErr = failNone, nil
@@ -210,7 +213,10 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 // respScratch), so the client's map may keep them.
 func (ex *exchange) modifyResponse(res *http.Response) error {
 	if res.StatusCode == http.StatusSwitchingProtocols {
-		return nil // ReverseProxy reads Upgrade from res.Header to switch
+		// ReverseProxy reads Upgrade from res.Header to switch, and writes
+		// the 101 itself from it: the admission's headers go there.
+		ex.rw.mergeEarly(res.Header)
+		return nil
 	}
 	dst := ex.rw.Header()
 	for k, vv := range res.Header {
@@ -367,6 +373,14 @@ type recorder struct {
 	bytes  int64
 	err    error // first write error: the client stopped reading
 
+	// early holds the headers set while admitting the request (the rate
+	// limiter's). They join the answer when its final status is written:
+	// ReverseProxy clears the header map after relaying an interim answer
+	// (103 Early Hints), which would take them away otherwise.
+	early     http.Header
+	admitting bool // Header returns early
+	merged    bool // early has joined the answer
+
 	// The write deadline: armed at the start of the request and moved on
 	// whenever half of it has passed, so each write has at least half of
 	// timeout to complete (net/http clears it after each response).
@@ -394,11 +408,28 @@ func (r *recorder) rearm() {
 	}
 }
 
-func (r *recorder) Header() http.Header { return r.w.Header() }
+func (r *recorder) Header() http.Header {
+	if r.admitting {
+		return r.early
+	}
+	return r.w.Header()
+}
+
+// mergeEarly sets the admission's headers in h, once.
+func (r *recorder) mergeEarly(h http.Header) {
+	if r.merged {
+		return
+	}
+	r.merged = true
+	for k, v := range r.early {
+		h[k] = v
+	}
+}
 
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {
 		r.status = code
+		r.mergeEarly(r.w.Header())
 		r.rearm()
 	}
 	r.w.WriteHeader(code)
@@ -407,6 +438,7 @@ func (r *recorder) WriteHeader(code int) {
 func (r *recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
+		r.mergeEarly(r.w.Header())
 	}
 	r.rearm()
 	n, err := r.w.Write(p)

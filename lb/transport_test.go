@@ -155,7 +155,16 @@ func TestTransport_PassesEarlyHints(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"+
 			"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
 	})
-	lb := startBalancer(t, newBalancer(t, testConfig(t, url), &logBuffer{}))
+	// An admission hook's headers (the rate limiter's) belong on the final
+	// answer: ReverseProxy clears the header map after relaying a 1xx.
+	bal, err := New(testConfig(t, url), Options{Logger: discardLogger(), Admit: func(w http.ResponseWriter, r *http.Request) Admission {
+		w.Header().Set("Ratelimit", `"default";r=9;t=1`)
+		return Admission{Allowed: true}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := startBalancer(t, bal)
 	var hints []string
 	req, _ := http.NewRequest("GET", lb.URL+"/", nil)
 	resp, err := lb.Client().Do(req.WithContext(withGot1xx(req.Context(), func(code int, h http.Header) {
@@ -168,6 +177,9 @@ func TestTransport_PassesEarlyHints(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(body) != "hello" {
 		t.Fatalf("final answer %d %q", resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("Ratelimit"); got != `"default";r=9;t=1` {
+		t.Fatalf("the admission's header on the final answer: %q", got)
 	}
 	if len(hints) != 1 || hints[0] != "103 </style.css>; rel=preload" {
 		t.Fatalf("1xx seen by the client: %q", hints)
