@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"bufio"
 	"fmt"
 	"net/http"
 	"net/textproto"
@@ -123,12 +124,17 @@ func (w *srvResponse) writeFields(keepCL, keepType bool) {
 		if !validFieldName(k) {
 			continue
 		}
-		for _, v := range vv {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			writeValue(bw, v)
-			bw.WriteString("\r\n")
-		}
+		writeField(bw, k, vv)
+	}
+}
+
+// writeField writes a field line per value.
+func writeField(bw *bufio.Writer, k string, vv []string) {
+	for _, v := range vv {
+		bw.WriteString(k)
+		bw.WriteString(": ")
+		writeValue(bw, v)
+		bw.WriteString("\r\n")
 	}
 }
 
@@ -242,22 +248,12 @@ func (w *srvResponse) writeTrailers() {
 			if !validFieldName(k) || !validTrailer(k) {
 				continue
 			}
-			for _, v := range w.hdr[k] {
-				bw.WriteString(k)
-				bw.WriteString(": ")
-				writeValue(bw, v)
-				bw.WriteString("\r\n")
-			}
+			writeField(bw, k, w.hdr[k])
 		}
 	}
 	for k, vv := range w.hdr {
 		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && validFieldName(name) && validTrailer(name) {
-			for _, v := range vv {
-				bw.WriteString(name)
-				bw.WriteString(": ")
-				writeValue(bw, v)
-				bw.WriteString("\r\n")
-			}
+			writeField(bw, name, vv)
 		}
 	}
 }
