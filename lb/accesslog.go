@@ -61,6 +61,9 @@ func (l *lineLog) log(t time.Time, msg string, attrs []slog.Attr) {
 		b = append(b, '\n')
 	}
 	l.w.Write(b)
+	if cap(b) > 64<<10 {
+		return // one huge line (a long path) need not stay in the pool
+	}
 	*bp = b
 	l.bufs.Put(bp)
 }

@@ -50,7 +50,8 @@ type Options struct {
 	// AccessWriter, if set, takes the access log instead of AccessLog: the
 	// balancer writes each line itself, with one Write, as slog's
 	// TextHandler would (JSONHandler with AccessJSON), for a fraction of
-	// slog's cost per record.
+	// slog's cost per record. Writes come from many goroutines at once:
+	// the writer must be safe for that, and keep each Write whole.
 	AccessWriter io.Writer
 	AccessJSON   bool
 	// Admit, if set, is called for every request before a backend is
@@ -198,7 +199,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (b *Balancer) finish(ex *exchange) {
 	p := recover()
 	if ex.body != nil {
-		ex.body.done.Store(true)
+		ex.body.end()
 	}
 	if ex.cur >= 0 {
 		ex.backend().inFlight.Add(-1)
@@ -280,26 +281,42 @@ type bodyReader struct {
 	// stalled is set when a read hit the deadline. Read by the handler
 	// goroutine after the transport's reader has returned its error.
 	stalled atomic.Bool
-	// done is set when the handler returns. http.Transport's writer may
-	// still be reading (a backend can answer before it has read the body);
-	// by then the connection may be waiting for the client's next request,
-	// whose deadlines are net/http's to set, not ours.
-	done atomic.Bool
+	// mu orders the deadline changes of the transport's writer, which may
+	// still be reading (with full duplex a backend answers before it has
+	// read the body), with end: once the handler has returned, the
+	// connection may be waiting for the client's next request, whose
+	// deadlines are net/http's to set, not ours.
+	mu   sync.Mutex
+	done bool // guarded by mu
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
-	if b.done.Load() {
+	b.mu.Lock()
+	if b.done {
+		b.mu.Unlock()
 		return 0, errors.New("lb: request body read after the request ended")
 	}
 	b.ctl.SetReadDeadline(time.Now().Add(b.timeout))
+	b.mu.Unlock()
 	n, err := b.rc.Read(p)
 	switch {
 	case err == io.EOF:
-		b.ctl.SetReadDeadline(time.Time{})
+		b.mu.Lock()
+		if !b.done {
+			b.ctl.SetReadDeadline(time.Time{})
+		}
+		b.mu.Unlock()
 	case err != nil && isTimeout(err):
 		b.stalled.Store(true)
 	}
 	return n, err
+}
+
+// end marks the request over: no deadline is changed after it returns.
+func (b *bodyReader) end() {
+	b.mu.Lock()
+	b.done = true
+	b.mu.Unlock()
 }
 
 func (b *bodyReader) Close() error { return b.rc.Close() }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -214,8 +215,10 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 func (ex *exchange) modifyResponse(res *http.Response) error {
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// ReverseProxy reads Upgrade from res.Header to switch, and writes
-		// the 101 itself from it: the admission's headers go there.
-		ex.rw.mergeEarly(res.Header)
+		// the 101 itself from it: the admission's headers go there. Not
+		// marked merged: if ReverseProxy refuses the switch, they still
+		// belong on its 502.
+		addEarly(res.Header, ex.rw.early)
 		return nil
 	}
 	dst := ex.rw.Header()
@@ -415,14 +418,19 @@ func (r *recorder) Header() http.Header {
 	return r.w.Header()
 }
 
-// mergeEarly sets the admission's headers in h, once.
+// mergeEarly adds the admission's headers to the answer's, once, ahead of
+// any the backend sent under the same name.
 func (r *recorder) mergeEarly(h http.Header) {
 	if r.merged {
 		return
 	}
 	r.merged = true
-	for k, v := range r.early {
-		h[k] = v
+	addEarly(h, r.early)
+}
+
+func addEarly(h, early http.Header) {
+	for k, v := range early {
+		h[k] = append(slices.Clip(v), h[k]...)
 	}
 }
 

@@ -34,11 +34,13 @@ import (
 // a hang-up only when a request has been running for watchAfter.
 //
 // The differences a handler can see: a request's context is the
-// connection's, cancelled when the client is seen to hang up or the
-// connection ends, not when ServeHTTP returns; a response without
-// Content-Length is sent chunked (net/http would compute the length of a
-// short one) and no Content-Type is sniffed; the ResponseWriter cannot be
-// hijacked (upgrades are net/http's).
+// connection's, cancelled when the client is seen to hang up (or
+// half-close) or the connection ends, not when ServeHTTP returns; a
+// response without Content-Length is sent chunked (net/http would compute
+// the length of a short one) and no Content-Type is sniffed; a handler
+// that writes nothing for a client that hung up gets nothing sent (net/http
+// makes up an empty 200); the ResponseWriter cannot be hijacked (upgrades
+// are net/http's).
 type Server struct {
 	hs      *http.Server
 	handoff *connQueue

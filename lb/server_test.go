@@ -462,6 +462,45 @@ func TestServer_SlowRequestKeepsAPipelinedByte(t *testing.T) {
 	}
 }
 
+func TestServer_HandoffKeepsTheBytesTheWatchRead(t *testing.T) {
+	// While /slow runs, the hang-up watch reads a byte that comes after a
+	// buffered POST's head; the POST goes to net/http, and must get it.
+	entered := make(chan struct{})
+	srv := startServer(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(entered)
+			c := w.(*srvResponse).c
+			waitFor(t, "the watch to read a byte", func() bool {
+				c.wmu.Lock()
+				defer c.wmu.Unlock()
+				return len(c.in.pending) > 0
+			})
+			return
+		}
+		io.Copy(w, r.Body)
+	})})
+	conn, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\nPOST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel")
+	receive(t, entered, "/slow to start") // so the rest comes in a later read
+	io.WriteString(conn, "lo")
+	br := bufio.NewReader(conn)
+	for _, want := range []string{"", "hello"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if string(body) != want {
+			t.Fatalf("got %q, want %q", body, want)
+		}
+	}
+}
+
 func TestServer_ShutdownClosesIdleAndWaitsForActive(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	srv := startServer(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

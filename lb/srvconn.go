@@ -142,8 +142,12 @@ func (h *handedConn) CloseWrite() error {
 // handOff gives the connection, and what was read of it, to the
 // http.Server.
 func (c *srvConn) handOff() {
+	// What the bufio.Reader holds, then what the hang-up watch read after
+	// it during the previous request: all of it is net/http's now.
 	buffered, _ := c.br.Peek(c.br.Buffered())
-	hc := &handedConn{Conn: c.rwc, buf: bytes.Clone(buffered), limit: c.headDeadline}
+	buf := append(bytes.Clone(buffered), c.in.pending...)
+	c.in.pending = nil
+	hc := &handedConn{Conn: c.rwc, buf: buf, limit: c.headDeadline}
 	c.rwc.SetReadDeadline(time.Time{})
 	c.br, c.bw, c.head = nil, nil, nil
 	c.s.handoff.hand(hc)

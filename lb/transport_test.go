@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -153,7 +154,7 @@ func TestTransport_PassesEarlyHints(t *testing.T) {
 			return
 		}
 		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"+
-			"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+			"HTTP/1.1 200 OK\r\nRatelimit: \"backend\";r=1\r\nContent-Length: 5\r\n\r\nhello")
 	})
 	// An admission hook's headers (the rate limiter's) belong on the final
 	// answer: ReverseProxy clears the header map after relaying a 1xx.
@@ -178,8 +179,9 @@ func TestTransport_PassesEarlyHints(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "hello" {
 		t.Fatalf("final answer %d %q", resp.StatusCode, body)
 	}
-	if got := resp.Header.Get("Ratelimit"); got != `"default";r=9;t=1` {
-		t.Fatalf("the admission's header on the final answer: %q", got)
+	// ...ahead of the backend's own, which stays.
+	if got := resp.Header["Ratelimit"]; !slices.Equal(got, []string{`"default";r=9;t=1`, `"backend";r=1`}) {
+		t.Fatalf("Ratelimit on the final answer: %q", got)
 	}
 	if len(hints) != 1 || hints[0] != "103 </style.css>; rel=preload" {
 		t.Fatalf("1xx seen by the client: %q", hints)
