@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -17,7 +18,11 @@ import (
 )
 
 func TestParseStat(t *testing.T) {
-	b, err := os.ReadFile("/proc/self/stat")
+	// /proc/self/stat is the main thread's, which may be asleep while
+	// another thread runs the test; this thread's is running as it reads.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b, err := os.ReadFile("/proc/thread-self/stat")
 	if err != nil {
 		t.Skip("no /proc:", err)
 	}
