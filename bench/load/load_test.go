@@ -206,7 +206,14 @@ func TestRun_ClassifiesErrors(t *testing.T) {
 		{"other-garbage", hijack("SMTP ready\r\n\r\n"), Other},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := run(t, Config{URL: tc.url, Duration: 100 * time.Millisecond, Timeout: 30 * time.Millisecond})
+			// Only the hanging server needs a short timeout; for the others a
+			// long one keeps a loaded machine from turning a reset into a
+			// timeout (seen with both cores busy and the race detector on).
+			timeout := 2 * time.Second
+			if tc.want == Timeout {
+				timeout = 30 * time.Millisecond
+			}
+			r := run(t, Config{URL: tc.url, Duration: 100 * time.Millisecond, Timeout: timeout})
 			if r.Responses() != 0 || r.Errors.Of(tc.want) == 0 || r.Errors.Of(tc.want) != r.Errors.Total() {
 				t.Fatalf("responses %d, errors %v (%v); want only %s", r.Responses(), r.Errors.Counts, r.Errors.First, tc.want)
 			}
