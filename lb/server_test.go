@@ -45,6 +45,19 @@ func recordingHandler(seen chan<- seenRequest) http.Handler {
 	})
 }
 
+// dialTest connects to addr with a 5-second deadline for the whole test
+// and closes the connection when the test ends.
+func dialTest(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	return conn
+}
+
 // exchangeRaw sends raw on a new connection to addr and returns the first
 // response's status (0 when the connection closed without one).
 func exchangeRaw(t *testing.T, addr, raw string) int {
@@ -151,12 +164,7 @@ func TestServer_MalformedRequestsGetNetHTTPsAnswer(t *testing.T) {
 func TestServer_KeepsOneConnectionAcrossHandoff(t *testing.T) {
 	seen := make(chan seenRequest, 4)
 	srv := startServer(t, &http.Server{Handler: recordingHandler(seen)})
-	conn, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := dialTest(t, srv.Addr())
 	// All three in one write: the second is read into the fast path's
 	// buffer with the first, and must reach net/http whole.
 	io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"+
@@ -185,12 +193,7 @@ func TestServer_AnswersPipelinedRequestsInOrder(t *testing.T) {
 	srv := startServer(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.URL.Path)
 	})})
-	conn, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := dialTest(t, srv.Addr())
 	var reqs strings.Builder
 	for i := range 20 {
 		fmt.Fprintf(&reqs, "GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
@@ -346,12 +349,7 @@ func TestServer_FramesEveryKindOfAnswer(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startServer(t, &http.Server{Handler: tc.handler})
-			conn, err := net.Dial("tcp", srv.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			conn := dialTest(t, srv.Addr())
 			fmt.Fprintf(conn, "%s / HTTP/1.1\r\nHost: h\r\n\r\n", tc.method)
 			br := bufio.NewReader(conn)
 			req, _ := http.NewRequest(tc.method, "/", nil)
@@ -404,12 +402,7 @@ func TestServer_CancelsTheContextWhenTheClientHangsUp(t *testing.T) {
 					cancelled <- errors.New("the context was not cancelled within 5s")
 				}
 			})})
-			conn, err := net.Dial("tcp", srv.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			conn := dialTest(t, srv.Addr())
 			io.WriteString(conn, tc.send)
 			receive(t, entered, "the handler to start")
 			if tc.halfClose {
@@ -439,12 +432,7 @@ func TestServer_SlowRequestKeepsAPipelinedByte(t *testing.T) {
 		}
 		io.WriteString(w, r.URL.Path)
 	})})
-	conn, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := dialTest(t, srv.Addr())
 	io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
 	time.Sleep(2 * watchAfter) // not synchronisation: lets the watch begin, which the test is about
 	io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -479,12 +467,7 @@ func TestServer_HandoffKeepsTheBytesTheWatchRead(t *testing.T) {
 		}
 		io.Copy(w, r.Body)
 	})})
-	conn, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := dialTest(t, srv.Addr())
 	io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\nPOST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel")
 	receive(t, entered, "/slow to start") // so the rest comes in a later read
 	io.WriteString(conn, "lo")
@@ -511,12 +494,7 @@ func TestServer_ShutdownClosesIdleAndWaitsForActive(t *testing.T) {
 		io.WriteString(w, "done")
 	})})
 	dial := func() (net.Conn, *bufio.Reader) {
-		c, err := net.Dial("tcp", srv.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c := dialTest(t, srv.Addr())
 		return c, bufio.NewReader(c)
 	}
 	idle, idleR := dial()
@@ -559,12 +537,7 @@ func TestServer_ShutdownClosesIdleAndWaitsForActive(t *testing.T) {
 func TestServer_IdleConnectionTimesOut(t *testing.T) {
 	srv := startServer(t, &http.Server{IdleTimeout: 50 * time.Millisecond,
 		Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})})
-	conn, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := dialTest(t, srv.Addr())
 	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	br := bufio.NewReader(conn)
 	if _, err := http.ReadResponse(br, nil); err != nil {
