@@ -53,8 +53,9 @@ type srvConn struct {
 	remote string
 	head   []byte // scratch: the request head, field names canonicalised
 
-	// headDeadline is the read deadline of the head being read, which a
-	// connection handed to net/http keeps: it starts its own timeout.
+	// headDeadline is when the head being read must have arrived. A
+	// connection handed to net/http keeps it as the bound of net/http's
+	// own header timeout, so a slow client does not get the time twice.
 	headDeadline time.Time
 
 	accepted int64        // UnixNano
