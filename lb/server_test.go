@@ -199,15 +199,25 @@ func TestServer_AnswersPipelinedRequestsInOrder(t *testing.T) {
 		fmt.Fprintf(&reqs, "GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
 	}
 	io.WriteString(conn, reqs.String())
-	br := bufio.NewReader(conn)
+	var wants []string
 	for i := range 20 {
+		wants = append(wants, fmt.Sprintf("/%d", i))
+	}
+	expectBodies(t, bufio.NewReader(conn), wants...)
+}
+
+// expectBodies reads one response per want from br and fails unless their
+// bodies are the wants, in order.
+func expectBodies(t *testing.T, br *bufio.Reader, wants ...string) {
+	t.Helper()
+	for i, want := range wants {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
-			t.Fatalf("response %d: %v", i, err)
+			t.Fatalf("response %d: %v", i+1, err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		if want := fmt.Sprintf("/%d", i); string(body) != want {
-			t.Fatalf("response %d is %q, want %q", i, body, want)
+		if string(body) != want {
+			t.Fatalf("response %d is %q, want %q", i+1, body, want)
 		}
 	}
 }
@@ -437,17 +447,7 @@ func TestServer_SlowRequestKeepsAPipelinedByte(t *testing.T) {
 	time.Sleep(2 * watchAfter) // not synchronisation: lets the watch begin, which the test is about
 	io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
 	close(release)
-	br := bufio.NewReader(conn)
-	for _, want := range []string{"/slow", "/next"} {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		if string(body) != want {
-			t.Fatalf("got %q, want %q", body, want)
-		}
-	}
+	expectBodies(t, bufio.NewReader(conn), "/slow", "/next")
 }
 
 func TestServer_HandoffKeepsTheBytesTheWatchRead(t *testing.T) {
@@ -471,17 +471,7 @@ func TestServer_HandoffKeepsTheBytesTheWatchRead(t *testing.T) {
 	io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\nPOST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel")
 	receive(t, entered, "/slow to start") // so the rest comes in a later read
 	io.WriteString(conn, "lo")
-	br := bufio.NewReader(conn)
-	for _, want := range []string{"", "hello"} {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		if string(body) != want {
-			t.Fatalf("got %q, want %q", body, want)
-		}
-	}
+	expectBodies(t, bufio.NewReader(conn), "", "hello")
 }
 
 func TestServer_ShutdownClosesIdleAndWaitsForActive(t *testing.T) {
