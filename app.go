@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"stdlb/lb"
+	"stdlb/lb/h1"
 )
 
 // app is one running balancer: the listeners, the servers and the
@@ -49,7 +50,7 @@ type app struct {
 	hardCancel context.CancelFunc
 }
 
-// frontServer serves the proxy's listener: lb.Server, or net/http's server
+// frontServer serves the proxy's listener: h1.Server, or net/http's server
 // alone when runtime.fast_http1 is off.
 type frontServer interface {
 	Serve(net.Listener) error
@@ -87,7 +88,7 @@ func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, acces
 	}
 	a.srv = front
 	if cfg.Runtime.FastHTTP1 {
-		a.srv = lb.NewServer(front)
+		a.srv = h1.NewServer(front)
 	}
 	if a.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)

@@ -12,7 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"stdlb/lb"
+	"stdlb/lb/h1"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -193,7 +193,7 @@ func TestApp_ShutdownLetsSlowRequestFinish(t *testing.T) {
 }
 
 // testShutdownLetsSlowRequestFinish runs with either front server:
-// runtime.fast_http1 on (lb.Server) or off (net/http's alone).
+// runtime.fast_http1 on (h1.Server) or off (net/http's alone).
 func testShutdownLetsSlowRequestFinish(t *testing.T, fast bool) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -207,7 +207,7 @@ func testShutdownLetsSlowRequestFinish(t *testing.T, fast bool) {
 	path := filepath.Join(t.TempDir(), "config.json")
 	writeConfig(t, path, fmt.Sprintf(`, "runtime": {"fast_http1": %v}`, fast), slow.URL)
 	r := startApp(t, path)
-	if _, isFast := r.srv.(*lb.Server); isFast != fast {
+	if _, isFast := r.srv.(*h1.Server); isFast != fast {
 		t.Fatalf("front server %T with fast_http1 %v", r.srv, fast)
 	}
 	addr := r.Addr()

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"stdlb/lb/h1"
 )
 
 // Backend is one upstream server: its address and its live state. The
@@ -20,9 +22,9 @@ type Backend struct {
 	name string
 	// addr is the host:port to dial.
 	addr string
-	// idle holds keep-alive connections for the direct transport path; they
-	// belong to the backend so they survive reloads that keep it.
-	idle idleConns
+	// client holds keep-alive connections for the direct transport path;
+	// they belong to the backend so they survive reloads that keep it.
+	client *h1.Client
 
 	// The hot path reads and writes these without a lock: each is an
 	// independent counter or flag.
@@ -56,6 +58,7 @@ func NewBackend(u *url.URL) *Backend {
 		}
 		b.addr = net.JoinHostPort(u.Hostname(), port)
 	}
+	b.client = h1.NewClient(b.addr)
 	b.healthy.Store(true)
 	b.changedAt = time.Now()
 	return b
@@ -156,3 +159,7 @@ func (b *Backend) status(weight int) BackendStatus {
 		StateSince:         b.changedAt,
 	}
 }
+
+// closeIdle closes the idle connections of a backend leaving the
+// configuration, and those its requests in flight give back later.
+func (b *Backend) closeIdle() { b.client.Close() }

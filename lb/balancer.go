@@ -5,9 +5,8 @@
 // on another backend when that is safe, checks backends' health actively
 // and passively, and logs what it did in words a person can act on.
 //
-// Server is the front end it runs behind in production: plain HTTP/1.1
-// requests on its own connection loop, everything else on net/http's
-// server.
+// The HTTP/1.1 wire code it runs on, the front server and the backend
+// client, is package h1 beneath it.
 package lb
 
 import (

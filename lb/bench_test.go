@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"stdlb/lb/h1"
 )
 
 // BenchmarkPick answers: what does choosing a backend cost, per policy and
@@ -63,7 +65,7 @@ func BenchmarkProxy(b *testing.B) {
 				// (runtime.fast_http1 off).
 				var srv interface{ Close() error }
 				if server == "lb" {
-					s := NewServer(&http.Server{Handler: bal})
+					s := h1.NewServer(&http.Server{Handler: bal})
 					go s.Serve(ln)
 					srv = s
 				} else {
@@ -110,7 +112,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			bal.pool.Load().transport.dial = func(context.Context, string, string) (net.Conn, error) {
+			bal.pool.Load().backends[0].client.Dial = func(context.Context, string, string) (net.Conn, error) {
 				return &cannedConn{answer: []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" +
 					"Date: Fri, 27 Nov 2026 12:00:00 GMT\r\nContent-Length: 22\r\n\r\nhello from the backend")}, nil
 			}

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"stdlb/lb/h1"
 )
 
 // exchange is the balancer's state for one request: the backend chosen, the
@@ -44,7 +46,7 @@ type exchange struct {
 	broken   bool        // the answer was cut off mid-body
 	// scratch is the direct transport's memory for this request's response
 	// head; the reset between requests is fastHead's own.
-	scratch respScratch
+	scratch h1.Scratch
 }
 
 func newExchange(b *Balancer) *exchange {
@@ -84,8 +86,7 @@ func (ex *exchange) reset() {
 	ex.body = nil
 	ex.sink.msg = ""
 	// Let go of the connection and request the pooled scratch points to.
-	ex.scratch.body = h1body{}
-	ex.scratch.resp.Request, ex.scratch.resp.Body = nil, nil
+	ex.scratch.Release()
 }
 
 func (ex *exchange) backend() *Backend { return ex.pool.backends[ex.cur] }

@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"stdlb/lb/h1"
 )
 
 // logBuffer collects log output from many goroutines for assertions.
@@ -109,10 +112,10 @@ func startBalancer(t *testing.T, b *Balancer) *front {
 	return startServer(t, &http.Server{Handler: b})
 }
 
-// front is a Server on a loopback port, with a client for it.
+// front is an h1.Server on a loopback port, with a client for it.
 type front struct {
 	URL    string
-	srv    *Server
+	srv    *h1.Server
 	client *http.Client
 }
 
@@ -122,7 +125,7 @@ func (f *front) Addr() string { return strings.TrimPrefix(f.URL, "http://") }
 // Client returns a client whose idle connections are closed with the test.
 func (f *front) Client() *http.Client { return f.client }
 
-// startServer serves a NewServer(hs) on a loopback port until the test
+// startServer serves an h1.NewServer(hs) on a loopback port until the test
 // ends, and fails the test if Serve returns anything but ErrServerClosed.
 func startServer(t *testing.T, hs *http.Server) *front {
 	t.Helper()
@@ -130,16 +133,22 @@ func startServer(t *testing.T, hs *http.Server) *front {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &front{URL: "http://" + ln.Addr().String(), srv: NewServer(hs),
+	f := &front{URL: "http://" + ln.Addr().String(), srv: h1.NewServer(hs),
 		client: &http.Client{Transport: &http.Transport{}}}
 	done := make(chan error, 1)
 	go func() { done <- f.srv.Serve(ln) }()
-	// Tests that count goroutines need Serve's own to have started.
-	waitFor(t, "Serve to start", func() bool {
-		f.srv.mu.Lock()
-		defer f.srv.mu.Unlock()
-		return len(f.srv.listeners) == 1
-	})
+	// Tests that count goroutines need every goroutine the server keeps
+	// to have started: one exchange the server answers itself, without
+	// the handler, makes sure of it.
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "GET / HTTP/9.9\r\n\r\n")
+	if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+		t.Fatalf("the server did not answer a request for HTTP/9.9: %v", err)
+	}
+	conn.Close()
 	t.Cleanup(func() {
 		f.client.CloseIdleConnections()
 		f.srv.Close()

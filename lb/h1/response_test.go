@@ -1,4 +1,4 @@
-package lb
+package h1
 
 import (
 	"bufio"
@@ -40,7 +40,7 @@ func viaFast(raw, method string) (p parsed, ok bool) {
 	if _, err := br.Peek(1); err != nil {
 		return parsed{}, false
 	}
-	var rs respScratch
+	var rs Scratch
 	resp, ok, err := fastHead(br, &http.Request{Method: method}, &rs)
 	if !ok || err != nil {
 		if br.Buffered() != len(raw) && len(raw) <= 4096 {
@@ -183,7 +183,7 @@ func TestFastHead_PiecewiseArrival(t *testing.T) {
 	} {
 		br := bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(raw)), 4096)
 		br.Peek(1)
-		var rs respScratch
+		var rs Scratch
 		resp, ok, err := fastHead(br, &http.Request{Method: "GET"}, &rs)
 		if !ok || err != nil {
 			t.Fatalf("%q: fastHead declined (%v) a head arriving byte by byte", raw, err)

@@ -1,4 +1,4 @@
-package lb
+package h1
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package lb
+package h1
 
 import (
 	"sync"
@@ -29,7 +29,7 @@ func (p *idleConns) get(now time.Time) *h1conn {
 		return nil
 	}
 	c := p.stack[n-1]
-	if now.Sub(c.idleSince) < idleConnTimeout {
+	if now.Sub(c.idleSince) < IdleConnTimeout {
 		p.stack[n-1] = nil
 		p.stack = p.stack[:n-1]
 		p.mu.Unlock()
@@ -51,11 +51,11 @@ func (p *idleConns) get(now time.Time) *h1conn {
 func (p *idleConns) put(c *h1conn) bool {
 	var old *h1conn
 	p.mu.Lock()
-	if p.retired || len(p.stack) >= maxIdlePerBackend {
+	if p.retired || len(p.stack) >= MaxIdlePerBackend {
 		p.mu.Unlock()
 		return false
 	}
-	if len(p.stack) > 0 && c.idleSince.Sub(p.stack[0].idleSince) >= idleConnTimeout {
+	if len(p.stack) > 0 && c.idleSince.Sub(p.stack[0].idleSince) >= IdleConnTimeout {
 		old = p.stack[0]
 		p.stack = append(p.stack[:0], p.stack[1:]...)
 	}

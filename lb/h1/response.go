@@ -1,4 +1,4 @@
-package lb
+package h1
 
 import (
 	"bufio"
@@ -9,17 +9,16 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"strconv"
-	"strings"
 )
 
-// respScratch is the memory one exchange lends the direct transport for
-// the response head: the Response, its Header map, the body reader. It is
-// reused for the exchange's next request, which is safe because
-// ReverseProxy lets go of the Response before its ServeHTTP returns, and
-// the exchange is recycled only after that. The header values are not
-// pooled: exchange.modifyResponse hands them on to the client's header map,
-// which net/http reads after the handler has returned.
-type respScratch struct {
+// Scratch is the memory a caller lends Client.RoundTrip for the response
+// head: the Response, its Header map, the body reader. One Scratch serves
+// one request at a time and may be reused for the next once the caller is
+// done with the Response and its body (the balancer pools one per
+// exchange; ReverseProxy lets go of the Response before its ServeHTTP
+// returns). The header values are never pooled memory, so a caller may
+// hand them on to a client's header map.
+type Scratch struct {
 	resp http.Response
 	hdr  http.Header
 	head []byte
@@ -37,7 +36,7 @@ const maxFastHead = 4096
 // anything else it returns ok false having consumed nothing, and the caller
 // hands the bytes to http.ReadResponse, which knows every corner of the
 // protocol.
-func fastHead(br *bufio.Reader, req *http.Request, rs *respScratch) (resp *http.Response, ok bool, err error) {
+func fastHead(br *bufio.Reader, req *http.Request, rs *Scratch) (resp *http.Response, ok bool, err error) {
 	n := br.Buffered()
 	var raw []byte
 	for {
@@ -195,88 +194,9 @@ func fastHead(br *bufio.Reader, req *http.Request, rs *respScratch) (resp *http.
 	return resp, true, nil
 }
 
-// bareLF reports whether b has a line feed not preceded by a carriage
-// return.
-func bareLF(b []byte) bool {
-	for i := bytes.IndexByte(b, '\n'); i >= 0; {
-		if i == 0 || b[i-1] != '\r' {
-			return true
-		}
-		j := bytes.IndexByte(b[i+1:], '\n')
-		if j < 0 {
-			break
-		}
-		i += j + 1
-	}
-	return false
-}
-
 // chunkedEncoding is Response.TransferEncoding for a chunked body; never
 // modified.
 var chunkedEncoding = []string{"chunked"}
-
-// canonicalize rewrites a field name in place as
-// textproto.CanonicalMIMEHeaderKey would ("content-type" becomes
-// "Content-Type"), reporting false for a name that is not an HTTP token.
-func canonicalize(k []byte) bool {
-	upper := true
-	for i, c := range k {
-		if !isTokenByte(c) {
-			return false
-		}
-		if upper && 'a' <= c && c <= 'z' {
-			k[i] = c - ('a' - 'A')
-		} else if !upper && 'A' <= c && c <= 'Z' {
-			k[i] = c + ('a' - 'A')
-		}
-		upper = c == '-'
-	}
-	return true
-}
-
-func isTokenByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return c < 0x7f && c > ' ' && strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i]|0x20, b[i]|0x20
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-// hasToken reports whether the comma-separated list v contains token,
-// compared case-insensitively.
-func hasToken(v, token string) bool {
-	for len(v) > 0 {
-		var t string
-		if i := strings.IndexByte(v, ','); i >= 0 {
-			t, v = v[:i], v[i+1:]
-		} else {
-			t, v = v, ""
-		}
-		for len(t) > 0 && (t[0] == ' ' || t[0] == '\t') {
-			t = t[1:]
-		}
-		for len(t) > 0 && (t[len(t)-1] == ' ' || t[len(t)-1] == '\t') {
-			t = t[:len(t)-1]
-		}
-		if asciiEqualFold(t, token) {
-			return true
-		}
-	}
-	return false
-}
 
 // The framings of a response body on the direct path.
 const (
@@ -358,4 +278,11 @@ func readTrailer(br *bufio.Reader, resp *http.Response) error {
 		resp.Trailer[k] = v
 	}
 	return nil
+}
+
+// Release lets go of the connection and the request the last response
+// pointed to, so a pooled Scratch keeps neither alive.
+func (rs *Scratch) Release() {
+	rs.body = h1body{}
+	rs.resp.Request, rs.resp.Body = nil, nil
 }

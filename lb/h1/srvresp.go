@@ -1,7 +1,6 @@
-package lb
+package h1
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
 	"net/textproto"
@@ -126,32 +125,6 @@ func (w *srvResponse) writeFields(keepCL, keepType bool) {
 		}
 		writeField(bw, k, vv)
 	}
-}
-
-// writeField writes a field line per value.
-func writeField(bw *bufio.Writer, k string, vv []string) {
-	for _, v := range vv {
-		bw.WriteString(k)
-		bw.WriteString(": ")
-		writeValue(bw, v)
-		bw.WriteString("\r\n")
-	}
-}
-
-// parseLength parses a Content-Length value: digits only, or -1.
-func parseLength(v string) int64 {
-	v = strings.TrimSpace(v)
-	if v == "" || len(v) > 18 {
-		return -1
-	}
-	var n int64
-	for i := 0; i < len(v); i++ {
-		if v[i] < '0' || v[i] > '9' {
-			return -1
-		}
-		n = n*10 + int64(v[i]-'0')
-	}
-	return n
 }
 
 // Write writes body bytes, chunked when no Content-Length was set.
