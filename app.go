@@ -50,13 +50,8 @@ type app struct {
 	hardCancel context.CancelFunc
 }
 
-// frontServer serves the proxy's listener: h1.Server, or net/http's server
-// alone when runtime.fast_http1 is off.
-type frontServer interface {
-	Serve(net.Listener) error
-	Shutdown(context.Context) error
-	Close() error
-}
+// frontServer serves the proxy's listener: h1.Server.
+type frontServer = *h1.Server
 
 // newApp builds everything and opens the listeners, so that a port already
 // in use is reported before the process claims to be up. It starts no
@@ -86,10 +81,7 @@ func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, acces
 		BaseContext:       func(net.Listener) context.Context { return a.hardCtx },
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	a.srv = front
-	if cfg.Runtime.FastHTTP1 {
-		a.srv = h1.NewServer(front)
-	}
+	a.srv = h1.NewServer(front)
 	if a.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
@@ -240,7 +232,6 @@ func restartOnly(initial, cfg *Config) []string {
 		{"timeouts.idle", initial.Timeouts.Idle != cfg.Timeouts.Idle},
 		{"max_header_bytes", initial.MaxHeaderBytes != cfg.MaxHeaderBytes},
 		{"log_format", initial.LogFormat != cfg.LogFormat},
-		{"runtime.fast_http1", initial.Runtime.FastHTTP1 != cfg.Runtime.FastHTTP1},
 	} {
 		if c.changed {
 			out = append(out, c.name)

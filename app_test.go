@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"stdlb/lb/h1"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -187,14 +186,6 @@ func TestApp_BadReloadKeepsRunningConfig(t *testing.T) {
 }
 
 func TestApp_ShutdownLetsSlowRequestFinish(t *testing.T) {
-	for _, fast := range []bool{true, false} {
-		t.Run(fmt.Sprintf("fast_http1=%v", fast), func(t *testing.T) { testShutdownLetsSlowRequestFinish(t, fast) })
-	}
-}
-
-// testShutdownLetsSlowRequestFinish runs with either front server:
-// runtime.fast_http1 on (h1.Server) or off (net/http's alone).
-func testShutdownLetsSlowRequestFinish(t *testing.T, fast bool) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -205,11 +196,8 @@ func testShutdownLetsSlowRequestFinish(t *testing.T, fast bool) {
 	}))
 	defer slow.Close()
 	path := filepath.Join(t.TempDir(), "config.json")
-	writeConfig(t, path, fmt.Sprintf(`, "runtime": {"fast_http1": %v}`, fast), slow.URL)
+	writeConfig(t, path, "", slow.URL)
 	r := startApp(t, path)
-	if _, isFast := r.srv.(*h1.Server); isFast != fast {
-		t.Fatalf("front server %T with fast_http1 %v", r.srv, fast)
-	}
 	addr := r.Addr()
 
 	type result struct {

@@ -86,10 +86,10 @@ type RuntimeConfig struct {
 	// MemoryLimit is a soft heap limit such as "512MiB" (Go's GOMEMLIMIT);
 	// "" keeps the runtime's own setting.
 	MemoryLimit string `json:"memory_limit"`
-	// FastHTTP1 serves plain HTTP/1.1 requests (no body, no upgrade) on
-	// the balancer's own connection loop, lb.Server, and the rest with
-	// net/http's server; false leaves every connection to net/http's
-	// server, at about a third more CPU per request (bench/RESULTS.md).
+	// FastHTTP1 is kept so that files which set it still load: HTTP/1.1
+	// is always served by h1.Server, and false is refused. (It used to
+	// hand every connection to net/http's server, which accepts request
+	// framing a proxy must refuse.)
 	FastHTTP1 bool `json:"fast_http1"`
 }
 

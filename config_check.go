@@ -259,6 +259,10 @@ func (c *Config) validate(shapeProblems []string) []string {
 			add("runtime.memory_limit", "%v", err)
 		}
 	}
+	if !c.Runtime.FastHTTP1 {
+		add("runtime.fast_http1", "false is no longer possible: HTTP/1.1 is always served by the balancer's own strict server, "+
+			"because net/http's server accepts request framing a proxy must refuse (see Protocol strictness in the README); remove the setting")
+	}
 	return ps
 }
 

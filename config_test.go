@@ -170,3 +170,13 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestParseConfig_RefusesNetHTTPFrontServer(t *testing.T) {
+	cfg := `{"backends": [{"url": "http://127.0.0.1:9001"}], "runtime": {"fast_http1": false}}`
+	_, err := ParseConfig([]byte(cfg), Overrides{})
+	wantProblems(t, err, "runtime.fast_http1: false is no longer possible: HTTP/1.1 is always served by the balancer's own strict server, "+
+		"because net/http's server accepts request framing a proxy must refuse (see Protocol strictness in the README); remove the setting")
+	if _, err := ParseConfig([]byte(`{"backends": [{"url": "http://127.0.0.1:9001"}], "runtime": {"fast_http1": true}}`), Overrides{}); err != nil {
+		t.Fatalf("a file that still says fast_http1 true: %v", err)
+	}
+}

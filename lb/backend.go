@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"crypto/tls"
 	"net"
 	"net/url"
 	"sync"
@@ -59,6 +60,9 @@ func NewBackend(u *url.URL) *Backend {
 		b.addr = net.JoinHostPort(u.Hostname(), port)
 	}
 	b.client = h1.NewClient(b.addr)
+	if u.Scheme == "https" {
+		b.client.TLS = &tls.Config{ServerName: u.Hostname()}
+	}
 	b.healthy.Store(true)
 	b.changedAt = time.Now()
 	return b

@@ -88,7 +88,7 @@ type Balancer struct {
 	started   time.Time
 
 	// Throttles for log lines that repeat once per request in an outage.
-	logNoBackend, logFailed, logRetry, logAborted throttle
+	logNoBackend, logFailed, logRetry, logAborted, logDiscard throttle
 
 	// Counters for Metrics, each independent, hence atomics.
 	local     statusCounts // answers made without a backend
@@ -114,6 +114,7 @@ func New(cfg Config, opts Options) (*Balancer, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.adopt(p)
 	b.pool.Store(p)
 	return b, nil
 }
@@ -126,6 +127,7 @@ func (b *Balancer) Apply(cfg Config) error {
 	old := b.pool.Load()
 	p, err := newPool(cfg, old)
 	if err == nil {
+		b.adopt(p)
 		b.pool.Store(p)
 	}
 	b.applyMu.Unlock()
@@ -152,12 +154,21 @@ func (b *Balancer) Apply(cfg Config) error {
 	}
 	b.log.Info("configuration applied", "backends", len(p.backends), "algorithm", p.cfg.Algorithm,
 		"added", added, "removed", removed)
-	if old.transport != p.transport {
-		// Idle connections of the old transport would linger until their
-		// timeout; in-flight ones finish and are closed when they go idle.
-		old.transport.std.CloseIdleConnections()
-	}
 	return nil
+}
+
+// adopt tells the backends new in p where to report connections they drop
+// for bytes nobody asked for.
+func (b *Balancer) adopt(p *pool) {
+	for _, be := range p.backends {
+		if be.client.OnDiscard == nil {
+			be.client.OnDiscard = func(reason string) {
+				if ok, n := b.logDiscard.allow(time.Now()); ok {
+					b.log.Warn("backend "+be.name+" "+reason+more(n), "backend", be.name, "event", "unsolicited_bytes")
+				}
+			}
+		}
+	}
 }
 
 // ServeHTTP proxies r to a backend.
@@ -180,7 +191,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.use(i)
 	if r.Body != nil && r.Body != http.NoBody {
-		ex.body = &bodyReader{rc: r.Body, ctl: http.NewResponseController(w), timeout: ex.pool.cfg.ReadBodyTimeout}
+		ex.body = newBodyReader(r.Body, http.NewResponseController(w), ex.pool.cfg.ReadBodyTimeout)
 		// A backend may answer before it has read the whole body (an echo,
 		// an early refusal, a stream both ways). Without full duplex,
 		// net/http's server would discard up to 256 KiB of the unread body
@@ -205,6 +216,9 @@ func (b *Balancer) finish(ex *exchange) {
 	}
 	if ex.upgraded {
 		b.upgrades.Add(-1)
+	}
+	if ex.upgrade != nil {
+		ex.upgrade.Close() // ReverseProxy has relayed it, or refused the switch
 	}
 	if p != nil {
 		ex.aborted(p)
@@ -268,55 +282,78 @@ func (b *Balancer) Started() time.Time { return b.started }
 
 // bodyReader gives each read of a request body its own deadline, like
 // nginx's client_body_timeout: a slow but steady upload goes on, a stalled
-// one fails after timeout. When the body ends the deadline is cleared, so it
-// cannot cut a long streaming answer that follows. After any other error it
-// stays: net/http reads what is left of an unfinished body before reusing
-// the connection, and without the deadline a stalled client would hold it
-// open forever.
+// one fails after timeout. When the body ends the deadline is cleared, so
+// it cannot cut a long streaming answer that follows.
+//
+// The backend client reads the body on a goroutine of its own, which may
+// still be waiting for the client when the answer is over (a backend that
+// answered early). end, called before the handler returns, interrupts such
+// a read and waits for it: no read of the body, and no change of the
+// connection's deadlines, happens after the request is over.
 type bodyReader struct {
 	rc      io.ReadCloser
 	ctl     *http.ResponseController
 	timeout time.Duration
 	// stalled is set when a read hit the deadline. Read by the handler
-	// goroutine after the transport's reader has returned its error.
+	// goroutine after the client's reader has returned its error.
 	stalled atomic.Bool
-	// mu orders the deadline changes of the transport's writer, which may
-	// still be reading (with full duplex a backend answers before it has
-	// read the body), with end: once the handler has returned, the
-	// connection may be waiting for the client's next request, whose
-	// deadlines are net/http's to set, not ours.
-	mu   sync.Mutex
-	done bool // guarded by mu
+	// mu guards the fields below; cond, on mu, signals the end of a read.
+	mu      sync.Mutex
+	cond    sync.Cond
+	reading bool // a Read is waiting for the client
+	done    bool // the request is over
+}
+
+func newBodyReader(rc io.ReadCloser, ctl *http.ResponseController, timeout time.Duration) *bodyReader {
+	b := &bodyReader{rc: rc, ctl: ctl, timeout: timeout}
+	b.cond.L = &b.mu
+	return b
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	if b.done {
 		b.mu.Unlock()
-		return 0, errors.New("lb: request body read after the request ended")
+		return 0, errBodyAfterRequest
 	}
 	b.ctl.SetReadDeadline(time.Now().Add(b.timeout))
+	b.reading = true
 	b.mu.Unlock()
 	n, err := b.rc.Read(p)
+	b.mu.Lock()
+	b.reading = false
 	switch {
-	case err == io.EOF:
-		b.mu.Lock()
-		if !b.done {
-			b.ctl.SetReadDeadline(time.Time{})
-		}
-		b.mu.Unlock()
-	case err != nil && isTimeout(err):
+	case err == io.EOF && !b.done:
+		b.ctl.SetReadDeadline(time.Time{})
+	case err != nil && isTimeout(err) && !b.done:
 		b.stalled.Store(true)
 	}
+	b.cond.Broadcast()
+	b.mu.Unlock()
 	return n, err
 }
 
-// end marks the request over: no deadline is changed after it returns.
+// errBodyAfterRequest is what a read of the body gets once the request is
+// over.
+var errBodyAfterRequest = errors.New("lb: request body read after the request ended")
+
+// end marks the request over, and interrupts and waits for a read still
+// waiting for the client.
 func (b *bodyReader) end() {
 	b.mu.Lock()
 	b.done = true
+	if b.reading {
+		b.ctl.SetReadDeadline(aLongTimeAgo)
+		for b.reading {
+			b.cond.Wait()
+		}
+	}
 	b.mu.Unlock()
 }
+
+// aLongTimeAgo is a deadline in the past: setting it interrupts a blocked
+// read at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 func (b *bodyReader) Close() error { return b.rc.Close() }
 

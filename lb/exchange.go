@@ -2,7 +2,6 @@ package lb
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -41,6 +40,8 @@ type exchange struct {
 	fail     failure // last failure seen, for the answer and the log
 	failErr  error
 	upgraded bool
+	badBody  bool        // the client's body broke: answered 400
+	upgrade  io.Closer   // the backend's connection after a 101
 	gone     bool        // the client went away
 	body     *bodyReader // the request body, when there is one
 	broken   bool        // the answer was cut off mid-body
@@ -82,8 +83,8 @@ func (ex *exchange) reset() {
 	ex.in, ex.pool, ex.adm = nil, nil, Admission{}
 	ex.cur, ex.tried, ex.attempts = -1, 0, 0
 	ex.fail, ex.failErr = failNone, nil
-	ex.upgraded, ex.gone, ex.broken = false, false, false
-	ex.body = nil
+	ex.upgraded, ex.gone, ex.broken, ex.badBody = false, false, false, false
+	ex.body, ex.upgrade = nil, nil
 	ex.sink.msg = ""
 	// Let go of the connection and request the pooled scratch points to.
 	ex.scratch.Release()
@@ -148,38 +149,27 @@ func (ex *exchange) rewrite(pr *httputil.ProxyRequest) {
 // Transport: retrying here, below ReverseProxy, means the response is
 // written once, by ReverseProxy, from whichever attempt succeeded.
 func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		// http.Transport closes the body when it fails, even when it failed
-		// to connect and read nothing; shield it so a POST refused by one
-		// backend can still go to another. ReverseProxy closes the real body
-		// when the request ends.
-		req.Body = keepOpen{req.Body}
-	}
-	now := ex.start
 	for {
 		be := ex.backend()
 		be.requests.Add(1)
-		resp, err := ex.pool.transport.roundTrip(req, be, now, &ex.scratch)
-		if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-			if _, asked := req.Header["Upgrade"]; asked {
-				ex.upgraded = true
-				ex.b.upgrades.Add(1)
-			} else {
-				// ReverseProxy would refuse it without closing the
-				// connection it carries.
-				resp.Body.Close()
-				resp, err = nil, errors.New("switched protocols though the request asked for no upgrade")
-			}
-		}
+		resp, err := be.client.RoundTrip(req, ex.pool.timeouts, &ex.scratch)
 		if err == nil {
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				ex.upgraded = true
+				ex.upgrade = resp.Body
+				ex.b.upgrades.Add(1)
+			}
 			return resp, nil
 		}
-		if req.Context().Err() != nil {
+		f := classify(err)
+		if f == failClientGone || req.Context().Err() != nil {
 			ex.gone = true
 			return nil, err
 		}
-		f := classify(err)
 		ex.fail, ex.failErr = f, err
+		if f == failClientBody {
+			return nil, err // the client's fault: no backend failed
+		}
 		be.failures.Add(1)
 		what := describe(err, f, &ex.pool.cfg)
 		if f == failConnect && be.markDown(what, time.Now()) {
@@ -200,7 +190,6 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		ex.b.retries.Add(1)
 		ex.use(next)
-		now = time.Now() // each attempt gets the whole response timeout
 		req = req.Clone(req.Context())
 		req.URL.Scheme, req.URL.Host = nb.URL.Scheme, nb.URL.Host
 	}
@@ -234,11 +223,6 @@ func (ex *exchange) modifyResponse(res *http.Response) error {
 	return nil
 }
 
-// keepOpen is a request body whose Close is left to ReverseProxy.
-type keepOpen struct{ io.ReadCloser }
-
-func (keepOpen) Close() error { return nil }
-
 // errorHandler answers a request that got no response from any backend.
 func (ex *exchange) errorHandler(w http.ResponseWriter, req *http.Request, err error) {
 	if ex.body != nil && ex.body.stalled.Load() {
@@ -256,9 +240,26 @@ func (ex *exchange) errorHandler(w http.ResponseWriter, req *http.Request, err e
 		ex.gone = true
 		return
 	}
+	if ex.fail == failClientBody {
+		// The client's body broke (bad chunked framing, or cut short): 400,
+		// and the server closes the connection, since where the body ends
+		// can no longer be known.
+		ex.badBody = true
+		if ok, n := ex.b.logFailed.allow(time.Now()); ok {
+			ex.b.log.Warn(fmt.Sprintf("%s %s: %s; answered 400 and closed the connection%s",
+				req.Method, req.URL.Path, clientBodyReason(ex.failErr), more(n)), "status", http.StatusBadRequest, "event", "bad_request_body")
+		}
+		w.Header().Set("Connection", "close")
+		WriteError(w, http.StatusBadRequest, "bad request: "+clientBodyReason(ex.failErr))
+		return
+	}
 	if ex.fail == failNone {
 		// Not a transport error: ReverseProxy refused an upgrade or the like.
 		ex.fail, ex.failErr = failProtocol, err
+		if ex.upgraded {
+			ex.upgraded = false // the switch did not happen
+			ex.b.upgrades.Add(-1)
+		}
 	}
 	status, msg := http.StatusBadGateway, "bad gateway: the backend failed"
 	switch ex.fail {

@@ -5,15 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"strings"
 	"syscall"
+
+	"stdlb/lb/h1"
 )
 
-// failure is what went wrong talking to a backend, in the terms that decide
-// what the balancer does next.
+// failure is what went wrong in an exchange, in the terms that decide what
+// the balancer does next.
 type failure uint8
 
 const (
@@ -29,24 +29,38 @@ const (
 	// The backend may have seen the request, so only an idempotent request
 	// without a body is retried.
 	failBroken
-	// failProtocol: the backend answered something that is not HTTP.
+	// failProtocol: the backend answered something that is not plain
+	// HTTP/1.1 (h1 refused its framing).
 	failProtocol
+	// failClientBody: the client's request body broke (bad framing, cut
+	// short): the client's fault, answered 400.
+	failClientBody
+	// failClientGone: the client went away; nobody is owed an answer.
+	failClientGone
 )
 
-// classify sorts a transport error.
+// classify sorts an error of h1.Client, which classifies what happened
+// where it happened.
 func classify(err error) failure {
-	var op *net.OpError
-	switch {
-	case errors.As(err, &op) && op.Op == "dial":
+	var he *h1.Error
+	if !errors.As(err, &he) {
+		return failProtocol // not from the client: ReverseProxy refused something
+	}
+	switch he.Kind {
+	case h1.KindDial:
 		return failConnect
-	case isTimeout(err):
+	case h1.KindTimeout:
 		return failTimeout
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		// http.Transport's error for a pooled connection the backend closed
-		// before the request went out; it wraps nothing to test for.
-		strings.Contains(err.Error(), "server closed idle connection"):
+	case h1.KindClosed:
 		return failBroken
+	case h1.KindRequestBody:
+		var rbe *h1.RequestBodyError
+		if !errors.As(err, &rbe) && !isTimeout(err) || errors.Is(err, syscall.ECONNRESET) {
+			return failClientGone
+		}
+		return failClientBody
+	case h1.KindCanceled:
+		return failClientGone
 	}
 	return failProtocol
 }
@@ -59,6 +73,7 @@ func isTimeout(err error) bool {
 // describe says what a backend did, in words for the log:
 // "backend X <describe>".
 func describe(err error, f failure, cfg *Config) string {
+	var he *h1.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused the connection"
@@ -68,14 +83,19 @@ func describe(err error, f failure, cfg *Config) string {
 		return "is unreachable"
 	case f == failTimeout:
 		return "sent no response headers within " + cfg.ResponseTimeout.String()
-	case errors.Is(err, syscall.ECONNRESET):
-		return "reset the connection before answering"
-	case f == failBroken:
-		return "closed the connection before answering"
-	case f == failConnect:
-		return "could not be connected to (" + err.Error() + ")"
+	case errors.As(err, &he):
+		return he.Reason
 	}
 	return "failed: " + err.Error()
+}
+
+// clientBodyReason says what was wrong with a client's request body.
+func clientBodyReason(err error) string {
+	var rbe *h1.RequestBodyError
+	if errors.As(err, &rbe) {
+		return "the request body is invalid: " + rbe.Reason
+	}
+	return "the request body is invalid: " + err.Error()
 }
 
 // retryable reports whether a request that failed with f may be sent to
@@ -86,7 +106,7 @@ func retryable(f failure, req *http.Request) bool {
 	case failConnect:
 		return true
 	case failBroken:
-		return req.Body == nil && idempotent(req.Method)
+		return (req.Body == nil || req.Body == http.NoBody) && idempotent(req.Method)
 	}
 	return false
 }

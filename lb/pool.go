@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"net/url"
 	"time"
+
+	"stdlb/lb/h1"
 )
 
 // Config is the balancer's configuration in plain Go values; the JSON file
@@ -94,15 +96,15 @@ func (c *Config) setDefaults() {
 // builds a new pool and swaps it in atomically; a request keeps the pool it
 // started with to the end.
 type pool struct {
-	cfg       Config
-	backends  []*Backend
-	weights   []int
-	policy    Policy
-	transport *transport
+	cfg      Config
+	backends []*Backend
+	weights  []int
+	policy   Policy
+	timeouts h1.Timeouts // for every request to the backends
 }
 
-// newPool builds the pool for cfg, keeping the Backend (health and
-// counters) and the transport of old where they still apply.
+// newPool builds the pool for cfg, keeping the Backends (health, counters
+// and idle connections) of old that it still lists.
 func newPool(cfg Config, old *pool) (*pool, error) {
 	cfg.setDefaults()
 	p := &pool{cfg: cfg}
@@ -140,11 +142,7 @@ func newPool(cfg Config, old *pool) (*pool, error) {
 		return nil, errors.Join(errs...)
 	}
 	p.policy = policy
-	if old != nil && old.cfg.DialTimeout == cfg.DialTimeout && old.cfg.ResponseTimeout == cfg.ResponseTimeout {
-		p.transport = old.transport
-	} else {
-		p.transport = newTransport(cfg.DialTimeout, cfg.ResponseTimeout)
-	}
+	p.timeouts = h1.Timeouts{Dial: cfg.DialTimeout, Response: cfg.ResponseTimeout, ExpectContinue: time.Second}
 	return p, nil
 }
 

@@ -249,7 +249,10 @@ func TestTransport_ClientGoneWhileWaitingCancelsBackendRequest(t *testing.T) {
 	}
 }
 
-func TestTransport_BareLFHeadIsNotWaitedOutToTheTimeout(t *testing.T) {
+// TestTransport_BareLFHeadIsRefusedAtOnce: a head whose lines end in LF
+// alone is refused (502) as soon as it arrives, not waited out to the
+// response timeout for a CRLF that never comes.
+func TestTransport_BareLFHeadIsRefusedAtOnce(t *testing.T) {
 	url := rawBackend(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
@@ -261,14 +264,18 @@ func TestTransport_BareLFHeadIsNotWaitedOutToTheTimeout(t *testing.T) {
 	})
 	cfg := testConfig(t, url)
 	cfg.ResponseTimeout = 5 * time.Second
-	lb := startBalancer(t, newBalancer(t, cfg, &logBuffer{}))
+	logs := &logBuffer{}
+	lb := startBalancer(t, newBalancer(t, cfg, logs))
 	start := time.Now()
-	resp, body := get(t, lb.Client(), lb.URL+"/")
-	if resp.StatusCode != 200 || body != "hello" {
-		t.Fatalf("bare-LF head: %d %q, want 200 hello (net/http accepts it)", resp.StatusCode, body)
+	resp, _ := get(t, lb.Client(), lb.URL+"/")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("bare-LF head: %d, want 502", resp.StatusCode)
 	}
 	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("bare-LF head took %v: the fast parser waited for a CRLF CRLF that never comes", d)
+		t.Fatalf("bare-LF head took %v: the parser waited for a CRLF CRLF that never comes", d)
+	}
+	if logs.count("invalid response", "bare LF") != 1 {
+		t.Fatalf("the 502 is not explained in the log:\n%s", logs)
 	}
 }
 

@@ -15,13 +15,13 @@ import (
 type idleConns struct {
 	// mu guards stack and retired.
 	mu      sync.Mutex
-	stack   []*h1conn // oldest first
-	retired bool      // the backend left the configuration: keep nothing
+	stack   []*clientConn // oldest first
+	retired bool          // the backend left the configuration: keep nothing
 }
 
 // get returns the most recently used connection, or nil. When that one has
 // been idle too long, all are (the stack is ordered), and all are closed.
-func (p *idleConns) get(now time.Time) *h1conn {
+func (p *idleConns) get(now time.Time) *clientConn {
 	p.mu.Lock()
 	n := len(p.stack)
 	if n == 0 {
@@ -48,8 +48,8 @@ func (p *idleConns) get(now time.Time) *h1conn {
 // closes it): the backend is retired or already has enough idle
 // connections. The oldest connection is let go when it has been idle too
 // long, so a stack that is never emptied does not keep dead ones forever.
-func (p *idleConns) put(c *h1conn) bool {
-	var old *h1conn
+func (p *idleConns) put(c *clientConn) bool {
+	var old *clientConn
 	p.mu.Lock()
 	if p.retired || len(p.stack) >= MaxIdlePerBackend {
 		p.mu.Unlock()

@@ -2,7 +2,6 @@ package h1
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"log"
 	"net"
@@ -13,42 +12,43 @@ import (
 	"time"
 )
 
-// Server serves HTTP/1.1 on a listener. It answers the requests that make
-// up nearly all of a proxy's traffic on its own connection loop, and hands
-// every other connection to an http.Server, which answers it from then on.
+// Server serves HTTP/1.1 on a listener, strictly: every request is
+// parsed and framed here (the package documentation lists what is
+// refused), its body is decoded here, and its answer written here. A TLS
+// connection that negotiates HTTP/2 is handed to an http.Server, which
+// serves HTTP/2; one that negotiates HTTP/1.1 stays here.
 //
-// A request stays here when its head fits in 4 KiB and is plain: HTTP/1.1,
-// a path as target, exactly one Host, field names and values net/http
-// accepts, no body (no Transfer-Encoding; Content-Length absent or 0), no
-// Expect, no Upgrade. At the first request that is anything else, the
-// connection goes to the http.Server with every byte already read, and that
-// request and the ones after it are net/http's: bodies, upgrades, malformed
-// requests and their 400s, every corner of the protocol.
+// Why not net/http's server for HTTP/1.1: it is lenient where a proxy
+// must not be (both Content-Length and Transfer-Encoding, folded lines,
+// a body cut short: see the package documentation), and for each request
+// it starts a goroutine that reads the connection so it can notice the
+// client hanging up, then parks and wakes it again to stop it. On two
+// cores those handoffs cost more than the rest of the server's work
+// (bench/RESULTS.md has the figures). This loop parses a head into one
+// string, writes the answer through a buffered writer, and watches for a
+// hang-up only when a request has been running for watchAfter.
 //
-// Why: for each request, net/http's server starts a goroutine that reads
-// the connection so it can notice the client hanging up, then parks and
-// wakes it again to stop it. On two cores those handoffs and the read
-// that finds nothing cost more than the rest of the server's work
-// (bench/RESULTS.md has the figures). This loop parses a plain head into
-// one string, writes the answer through a buffered writer, and watches for
-// a hang-up only when a request has been running for watchAfter.
-//
-// The differences a handler can see: a request's context is the
-// connection's, cancelled when the client is seen to hang up (or
-// half-close) or the connection ends, not when ServeHTTP returns; a
-// response without Content-Length is sent chunked (net/http would compute
-// the length of a short one) and no Content-Type is sniffed; a handler
-// that writes nothing for a client that hung up gets nothing sent (net/http
-// makes up an empty 200); the ResponseWriter cannot be hijacked (upgrades
-// are net/http's).
+// The differences a handler can see from net/http's server: a request's
+// context is the connection's, cancelled when the client is seen to hang
+// up (or half-close) or the connection ends, not when ServeHTTP returns;
+// a response without Content-Length is sent chunked (net/http would
+// compute the length of a short one) and no Content-Type is sniffed; a
+// handler that writes nothing for a client that hung up gets nothing sent
+// (net/http makes up an empty 200); the request body may be read while
+// the answer is written (full duplex) without asking; answers the server
+// makes itself (400, 417, 431, 501, 505) are small JSON objects.
 type Server struct {
+	// Refused, if set, is told of every request refused before its
+	// handler ran, with the status sent and why. It is called from many
+	// goroutines at once.
+	Refused func(remote string, status int, reason string)
+
 	hs      *http.Server
 	handoff *connQueue
 
 	// shutting is set by Shutdown and Close. Connection goroutines read it
 	// after each response, to close instead of waiting for the next.
 	shutting atomic.Bool
-	hsOnce   sync.Once // starts hs.Serve on the handoff queue
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -59,13 +59,14 @@ type Server struct {
 }
 
 // NewServer returns a Server that takes its handler, timeouts
-// (ReadHeaderTimeout, IdleTimeout), BaseContext and ErrorLog from hs and
-// hands hs the connections it does not serve itself. hs must not be used
-// on its own after that; Server.Shutdown and Close shut it down.
+// (ReadHeaderTimeout, IdleTimeout, WriteTimeout), MaxHeaderBytes,
+// BaseContext and ErrorLog from hs, and hands hs the TLS connections that
+// negotiate HTTP/2. hs must not be used on its own after that;
+// Server.Shutdown and Close shut it down.
 func NewServer(hs *http.Server) *Server {
 	return &Server{
 		hs:        hs,
-		handoff:   newConnQueue(),
+		handoff:   newConnQueue(hs),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*srvConn]struct{}{},
 	}
@@ -75,11 +76,10 @@ func NewServer(hs *http.Server) *Server {
 // its own goroutine. It returns http.ErrServerClosed after those, and any
 // other error of ln.Accept that is not temporary.
 func (s *Server) Serve(ln net.Listener) error {
-	s.hsOnce.Do(func() {
-		s.handoff.addr = ln.Addr()
-		go s.hs.Serve(s.handoff) // returns when Shutdown or Close closes the queue
-	})
 	s.mu.Lock()
+	if s.handoff.addr == nil {
+		s.handoff.addr = ln.Addr()
+	}
 	if s.shutting.Load() {
 		s.mu.Unlock()
 		return http.ErrServerClosed
@@ -113,12 +113,6 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
-		if _, ok := nc.(*tls.Conn); ok {
-			// TLS (a listener from tls.NewListener) is net/http's: it
-			// fills Request.TLS and handles the handshake's timeouts.
-			s.handoff.hand(nc)
-			continue
-		}
 		c := newSrvConn(s, nc, base)
 		if !s.track(c) {
 			nc.Close()
@@ -126,6 +120,33 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		go c.serve()
 	}
+}
+
+// headTimeout is how long a request's head may take to arrive: as net/http
+// reads its settings, ReadTimeout stands in for a zero ReadHeaderTimeout.
+func (s *Server) headTimeout() time.Duration {
+	if s.hs.ReadHeaderTimeout != 0 {
+		return s.hs.ReadHeaderTimeout
+	}
+	return s.hs.ReadTimeout
+}
+
+// idleTimeout is how long a connection may wait for its next request.
+func (s *Server) idleTimeout() time.Duration {
+	if s.hs.IdleTimeout != 0 {
+		return s.hs.IdleTimeout
+	}
+	return s.hs.ReadTimeout
+}
+
+// maxHeaderBytes bounds a request head, as net/http's does (its default,
+// and the 4 KiB of slack it allows).
+func (s *Server) maxHeaderBytes() int {
+	n := s.hs.MaxHeaderBytes
+	if n <= 0 {
+		n = http.DefaultMaxHeaderBytes
+	}
+	return n + 4096
 }
 
 // isTemporary reports whether err says so, as accept errors like ECONNABORTED
@@ -180,6 +201,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	hsErr := make(chan error, 1)
+	s.handoff.Close()
 	go func() { hsErr <- s.hs.Shutdown(ctx) }()
 
 	// Idle connections are closed now; a connection still reading its first
@@ -238,6 +260,7 @@ func (s *Server) Close() error {
 		c.rwc.Close()
 	}
 	s.mu.Unlock()
+	s.handoff.Close()
 	return s.hs.Close()
 }
 
@@ -250,16 +273,20 @@ func (s *Server) logf(format string, args ...any) {
 }
 
 // connQueue is the listener the http.Server serves: its Accept returns the
-// connections the Server hands over.
+// connections the Server hands over. The http.Server starts serving it at
+// the first connection handed over, so a Server that never meets an
+// HTTP/2 client runs no goroutine for it.
 type connQueue struct {
-	addr net.Addr
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
+	addr  net.Addr
+	hs    *http.Server
+	ch    chan net.Conn
+	done  chan struct{}
+	start sync.Once
+	stop  sync.Once
 }
 
-func newConnQueue() *connQueue {
-	return &connQueue{ch: make(chan net.Conn), done: make(chan struct{})}
+func newConnQueue(hs *http.Server) *connQueue {
+	return &connQueue{hs: hs, ch: make(chan net.Conn), done: make(chan struct{})}
 }
 
 func (q *connQueue) Accept() (net.Conn, error) {
@@ -272,7 +299,7 @@ func (q *connQueue) Accept() (net.Conn, error) {
 }
 
 func (q *connQueue) Close() error {
-	q.once.Do(func() { close(q.done) })
+	q.stop.Do(func() { close(q.done) })
 	return nil
 }
 
@@ -280,6 +307,13 @@ func (q *connQueue) Addr() net.Addr { return q.addr }
 
 // hand gives c to the http.Server, or closes it when that has shut down.
 func (q *connQueue) hand(c net.Conn) {
+	q.start.Do(func() {
+		select {
+		case <-q.done:
+		default:
+			go q.hs.Serve(q) // returns when Shutdown or Close closes the queue
+		}
+	})
 	select {
 	case q.ch <- c:
 	case <-q.done:

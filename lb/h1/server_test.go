@@ -25,7 +25,6 @@ type seenRequest struct {
 	Close                                           bool
 	ContentLength                                   int64
 	Body                                            string
-	Fast                                            bool // answered by Server's own loop
 }
 
 // recordingHandler answers every request with its record as JSON-ish text
@@ -33,9 +32,8 @@ type seenRequest struct {
 func recordingHandler(seen chan<- seenRequest) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		_, fast := w.(*srvResponse)
 		rec := seenRequest{r.Method, r.RequestURI, r.URL.Path, r.URL.RawQuery, r.Host, r.Proto,
-			r.Header, r.Close, r.ContentLength, string(body), fast}
+			r.Header, r.Close, r.ContentLength, string(body)}
 		if r.RemoteAddr == "" || r.Context().Value(http.LocalAddrContextKey) == nil {
 			rec.Method = "missing RemoteAddr or local address"
 		}
@@ -78,25 +76,24 @@ func exchangeRaw(t *testing.T, addr, raw string) int {
 }
 
 func TestServer_HandlersSeeWhatNetHTTPWouldShow(t *testing.T) {
-	cases := []struct {
-		name string
-		raw  string
-		fast bool // want it answered by the fast path
-	}{
-		{"plain GET", "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n", true},
-		{"lower-case names, repeated field, odd spacing", "GET / HTTP/1.1\r\nhost: h:8080\r\nx-a: 1\r\nX-A:2\r\naccept-encoding: \t gzip \t\r\n\r\n", true},
-		{"Connection: close", "HEAD /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n", true},
-		{"Content-Length: 0", "DELETE /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", true},
-		{"escaped path", "GET /a%2Fb/%7Ec HTTP/1.1\r\nHost: h\r\n\r\n", true},
-		{"body", "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello", false},
-		{"chunked body", "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false},
-		{"repeated Content-Length: 0", "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n", false},
-		{"HTTP/1.0", "GET / HTTP/1.0\r\nHost: h\r\n\r\n", false},
-		{"absolute-form target", "GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n", false},
-		{"Pragma", "GET / HTTP/1.1\r\nHost: h\r\nPragma: no-cache\r\n\r\n", false},
-		{"Expect", "GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n", false},
-		{"bare LF line ends", "GET / HTTP/1.1\nHost: h\n\n", false},
-		{"head over 4 KiB", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("b", 5000) + "\r\n\r\n", false},
+	cases := []struct{ name, raw string }{
+		{"plain GET", "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n"},
+		{"lower-case names, repeated field, odd spacing", "GET / HTTP/1.1\r\nhost: h:8080\r\nx-a: 1\r\nX-A:2\r\naccept-encoding: \t gzip \t\r\n\r\n"},
+		{"Connection: close", "HEAD /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n"},
+		{"Content-Length: 0", "DELETE /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"},
+		{"escaped path", "GET /a%2Fb/%7Ec HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"body", "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"},
+		{"chunked body", "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"chunked body with extensions and a trailer", "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2;a=b\r\nhe\r\n3\r\nllo\r\n0\r\nX-Sum: 1\r\n\r\n"},
+		{"HTTP/1.0", "GET / HTTP/1.0\r\nHost: h\r\n\r\n"},
+		{"HTTP/1.0 keep-alive", "GET / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n"},
+		{"HTTP/1.0 without Host", "GET / HTTP/1.0\r\n\r\n"},
+		{"absolute-form target", "GET http://h/x?q=1 HTTP/1.1\r\nHost: other\r\n\r\n"},
+		{"Pragma", "GET / HTTP/1.1\r\nHost: h\r\nPragma: no-cache\r\nCache-Control: no-cache\r\n\r\n"},
+		{"Expect without a body", "GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n"},
+		{"head over 4 KiB", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("b", 5000) + "\r\n\r\n"},
+		{"obs-text in a value", "GET / HTTP/1.1\r\nHost: h\r\nX-Name: caf\xc3\xa9\r\n\r\n"},
+		{"IPv6 host", "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,10 +109,6 @@ func TestServer_HandlersSeeWhatNetHTTPWouldShow(t *testing.T) {
 				t.Fatalf("Server answered %d", s)
 			}
 			w, g := receive(t, want, "net/http's request"), receive(t, got, "Server's request")
-			if g.Fast != tc.fast {
-				t.Errorf("answered by the fast path: %v, want %v", g.Fast, tc.fast)
-			}
-			g.Fast = false
 			if !reflect.DeepEqual(g, w) {
 				t.Errorf("handler saw\n%+v\nnet/http shows\n%+v", g, w)
 			}
@@ -137,19 +130,21 @@ func startStd(t *testing.T, h http.Handler) string {
 }
 
 func TestServer_MalformedRequestsGetNetHTTPsAnswer(t *testing.T) {
+	// Where net/http refuses a request, so does Server, with the same
+	// status. (Server refuses more: see TestServer_RefusesWhatIsNotPlain.)
 	raws := []string{
 		"GET / HTTP/1.1\r\n\r\n", // no Host
 		"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n",
-		"GET / HTTP/1.1\r\nHost: h\r\n folded: x\r\n\r\n",
 		"G@T / HTTP/1.1\r\nHost: h\r\n\r\n",
 		"GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
-		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 		"GET / HTTP/9.9\r\nHost: h\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("b", 1<<20+8192) + "\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n",
 	}
 	std := startStd(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	ours := startServer(t, &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})})
@@ -161,20 +156,18 @@ func TestServer_MalformedRequestsGetNetHTTPsAnswer(t *testing.T) {
 	}
 }
 
-func TestServer_KeepsOneConnectionAcrossHandoff(t *testing.T) {
+func TestServer_ServesRequestsWithAndWithoutBodiesOnOneConnection(t *testing.T) {
 	seen := make(chan seenRequest, 4)
 	srv := startServer(t, &http.Server{Handler: recordingHandler(seen)})
 	conn := dialTest(t, srv.Addr())
-	// All three in one write: the second is read into the fast path's
-	// buffer with the first, and must reach net/http whole.
+	// All in one write: each request's bytes follow the one before in the
+	// server's buffer, and must be taken apart exactly.
 	io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"+
 		"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"+
-		"GET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
+		"PUT /3 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"+
+		"GET /4 HTTP/1.1\r\nHost: h\r\n\r\n")
 	br := bufio.NewReader(conn)
-	for i, want := range []struct {
-		path, body string
-		fast       bool
-	}{{"/1", "", true}, {"/2", "body", false}, {"/3", "", false}} {
+	for i, want := range []struct{ path, body string }{{"/1", ""}, {"/2", "body"}, {"/3", "abc"}, {"/4", ""}} {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatalf("response %d: %v", i+1, err)
@@ -182,9 +175,8 @@ func TestServer_KeepsOneConnectionAcrossHandoff(t *testing.T) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		got := receive(t, seen, "a request")
-		if got.Path != want.path || got.Body != want.body || got.Fast != want.fast {
-			t.Fatalf("request %d: path %q body %q fast %v; want %q %q %v", i+1, got.Path, got.Body, got.Fast,
-				want.path, want.body, want.fast)
+		if got.Path != want.path || got.Body != want.body {
+			t.Fatalf("request %d: path %q body %q; want %q %q", i+1, got.Path, got.Body, want.path, want.body)
 		}
 	}
 }
@@ -450,9 +442,9 @@ func TestServer_SlowRequestKeepsAPipelinedByte(t *testing.T) {
 	expectBodies(t, bufio.NewReader(conn), "/slow", "/next")
 }
 
-func TestServer_HandoffKeepsTheBytesTheWatchRead(t *testing.T) {
+func TestServer_BodyAfterASlowRequestKeepsTheBytesTheWatchRead(t *testing.T) {
 	// While /slow runs, the hang-up watch reads a byte that comes after a
-	// buffered POST's head; the POST goes to net/http, and must get it.
+	// buffered POST's head; the POST's body must still be whole.
 	entered := make(chan struct{})
 	srv := startServer(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -571,16 +563,15 @@ func TestServer_PanicClosesOnlyThatConnection(t *testing.T) {
 }
 
 func TestServer_HeadArrivingByteByByte(t *testing.T) {
-	// Each byte in its own read: the search for the head's end and for
-	// bare line feeds looks only at new bytes and must still see every
-	// boundary right.
+	// Each byte in its own read: the head's lines and its end must still
+	// be found right, and a bare LF refused wherever it falls.
 	cases := []struct {
 		name, head string
-		fast       bool
+		status     int // 0: taken
 	}{
-		{"plain", "GET /a HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n", true},
-		{"bare LF in the middle", "GET /a HTTP/1.1\r\nHost: h\nX-A: 1\r\n\r\n", false},
-		{"LF LF", "GET /a HTTP/1.1\r\nHost: h\r\n\n", false},
+		{"plain", "GET /a HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n", 0},
+		{"bare LF in the middle", "GET /a HTTP/1.1\r\nHost: h\nX-A: 1\r\n\r\n", 400},
+		{"LF LF", "GET /a HTTP/1.1\r\nHost: h\r\n\n", 400},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -589,13 +580,13 @@ func TestServer_HeadArrivingByteByByte(t *testing.T) {
 			c := newSrvConn(s, server, context.Background())
 			defer c.cancel(nil)
 			type result struct {
-				req *http.Request
+				p   parsedRequest
 				err error
 			}
 			done := make(chan result, 1)
 			go func() {
-				req, err := c.readRequest(true)
-				done <- result{req, err}
+				p, err := c.readRequest(true)
+				done <- result{p, err}
 			}()
 			go func() {
 				for i := range len(tc.head) {
@@ -606,58 +597,24 @@ func TestServer_HeadArrivingByteByByte(t *testing.T) {
 			}()
 			r := receive(t, done, "the head to be read")
 			client.Close()
+			if tc.status != 0 {
+				var re *requestError
+				if !errors.As(r.err, &re) || re.status != tc.status {
+					t.Fatalf("got %v, want a refusal with %d", r.err, tc.status)
+				}
+				return
+			}
 			if r.err != nil {
 				t.Fatal(r.err)
 			}
-			if got := r.req != nil; got != tc.fast {
-				t.Fatalf("served by the fast path: %v, want %v", got, tc.fast)
-			}
-			if tc.fast && (r.req.URL.Path != "/a" || r.req.Host != "h" || r.req.Header.Get("X-A") != "1") {
-				t.Fatalf("request %s %s host %q header %v", r.req.Method, r.req.URL, r.req.Host, r.req.Header)
-			}
-			if kept, _ := c.br.Peek(c.br.Buffered()); !tc.fast && !strings.HasPrefix(tc.head, string(kept)) {
-				t.Fatalf("kept %q for net/http, not what was sent", kept)
+			if req := r.p.req; req.URL.Path != "/a" || req.Host != "h" || req.Header.Get("X-A") != "1" {
+				t.Fatalf("request %s %s host %q header %v", req.Method, req.URL, req.Host, req.Header)
 			}
 		})
 	}
 }
 
-// deadlineConn records read deadlines.
-type deadlineConn struct {
-	net.Conn
-	set []time.Time
-}
-
-func (d *deadlineConn) SetReadDeadline(t time.Time) error {
-	d.set = append(d.set, t)
-	return nil
-}
-
-func TestHandedConn_HeaderTimeoutIsNotGivenTwice(t *testing.T) {
-	limit := time.Now().Add(time.Second)
-	later, sooner := limit.Add(time.Hour), limit.Add(-time.Millisecond)
-	for _, tc := range []struct {
-		name  string
-		first time.Time
-		want  []time.Time
-	}{
-		{"a later deadline is cut to the fast path's", later, []time.Time{limit, {}}},
-		{"no deadline is cut too", time.Time{}, []time.Time{limit, {}}},
-		{"a sooner deadline stays", sooner, []time.Time{sooner, {}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dc := &deadlineConn{}
-			hc := &handedConn{Conn: dc, limit: limit}
-			hc.SetReadDeadline(tc.first)
-			hc.SetReadDeadline(time.Time{}) // net/http clears it after the head: not limited
-			if !reflect.DeepEqual(dc.set, tc.want) {
-				t.Fatalf("deadlines %v, want %v", dc.set, tc.want)
-			}
-		})
-	}
-}
-
-// FuzzServerParse checks the fast path's parser against http.ReadRequest:
+// FuzzServerParse checks the request parser against http.ReadRequest:
 // whatever it accepts, ReadRequest accepts too and reads the same way.
 func FuzzServerParse(f *testing.F) {
 	for _, s := range []string{
@@ -665,33 +622,39 @@ func FuzzServerParse(f *testing.F) {
 		"GET /a?b=c HTTP/1.1\r\nhost: h:1\r\nx-y: 1\r\nX-Y: 2\r\nConnection: close\r\n\r\n",
 		"DELETE /x HTTP/1.1\r\nHost: [::1]:80\r\nContent-Length: 0\r\n\r\n",
 		"OPTIONS /%zz HTTP/1.1\r\nHost: h\r\nCookie: a=b; c=d\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+		"PUT http://h:8/x HTTP/1.0\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n",
 	} {
 		f.Add(s)
 	}
-	c := &srvConn{}
-	c.tmpl = new(http.Request)
 	f.Fuzz(func(t *testing.T, raw string) {
 		end := strings.Index(raw, "\r\n\r\n")
 		if end < 0 {
 			return
 		}
 		head := raw[:end+4]
-		got := c.parse([]byte(head))
-		if got == nil {
+		h, err := readHead(bufio.NewReader(strings.NewReader(head)), nil, 1<<20, true)
+		if err != nil {
 			return
 		}
+		p, _, rerr := parseRequest(h, nil)
+		if rerr != nil {
+			return
+		}
+		got := p.req
 		want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head)))
 		if err != nil {
-			t.Fatalf("fast path accepted what ReadRequest refuses (%v): %q", err, head)
+			t.Fatalf("Server accepted what ReadRequest refuses (%v): %q", err, head)
 		}
 		// ReadRequest leaves Host in the header map; a server removes it.
 		delete(want.Header, "Host")
 		if got.Method != want.Method || got.RequestURI != want.RequestURI || got.Host != want.Host ||
-			got.URL.String() != want.URL.String() || got.Close != want.Close ||
-			want.ContentLength != 0 || !reflect.DeepEqual(got.Header, want.Header) {
-			t.Fatalf("%q\nfast: %s %s host=%q close=%v %v\nstd:  %s %s host=%q close=%v cl=%d %v", head,
-				got.Method, got.URL, got.Host, got.Close, got.Header,
-				want.Method, want.URL, want.Host, want.Close, want.ContentLength, want.Header)
+			got.URL.String() != want.URL.String() || got.Close != want.Close || got.Proto != want.Proto ||
+			got.ContentLength != want.ContentLength || !reflect.DeepEqual(got.TransferEncoding, want.TransferEncoding) ||
+			!reflect.DeepEqual(got.Header, want.Header) {
+			t.Fatalf("%q\nours: %s %s host=%q close=%v cl=%d te=%v %v\nstd:  %s %s host=%q close=%v cl=%d te=%v %v", head,
+				got.Method, got.URL, got.Host, got.Close, got.ContentLength, got.TransferEncoding, got.Header,
+				want.Method, want.URL, want.Host, want.Close, want.ContentLength, want.TransferEncoding, want.Header)
 		}
 	})
 }

@@ -2,13 +2,15 @@ package h1
 
 import (
 	"bufio"
-	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,18 +31,33 @@ const (
 // for every request.
 const watchAfter = 50 * time.Millisecond
 
-// srvBufSize is the size of a connection's read and write buffers, and so
-// the largest request head the fast path reads.
+// srvBufSize is the size of a connection's read and write buffers.
 const srvBufSize = 4096
+
+// Lingering close: after an answer that ends a connection whose client
+// may still be sending (the rest of a body nobody read, a refused head),
+// the server stops writing, then reads and drops what comes for a while
+// before it closes. Closing at once with unread bytes makes the kernel
+// reset the connection, and a reset can destroy the answer before the
+// client reads it. nginx's lingering_close does the same.
+const (
+	lingerTimeout = 2 * time.Second // the longest wait for more bytes
+	lingerMax     = 1 << 20         // the most bytes dropped
+)
 
 // errClientHungUp is the cause of a request context cancelled because the
 // client closed its connection.
-var errClientHungUp = errors.New("lb: client closed the connection")
+var errClientHungUp = errors.New("h1: client closed the connection")
+
+// aLongTimeAgo is a deadline in the past: setting it interrupts a blocked
+// read or write at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // srvConn is one client connection served by Server. Its goroutine reads a
-// request, runs the handler and writes the answer, one request at a time;
-// the hang-up watch (watchHangUp) is the only other goroutine that touches
-// it, and only while a slow handler runs.
+// request, runs the handler and writes the answer, one request at a time.
+// Two other goroutines may touch it while a handler runs: the hang-up
+// watch (watchHangUp), only while a slow handler runs and the request's
+// body has been read, and whoever the handler gives the request body to.
 type srvConn struct {
 	s      *Server
 	rwc    net.Conn
@@ -49,19 +66,27 @@ type srvConn struct {
 	bw     *bufio.Writer
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	tmpl   *http.Request // empty but for ctx: copied into each request
 	remote string
-	head   []byte // scratch: the request head, field names canonicalised
+	tls    *tls.ConnectionState // nil for plain TCP
 
-	// headDeadline is when the head being read must have arrived. A
-	// connection handed to net/http keeps it as the bound of net/http's
-	// own header timeout, so a slow client does not get the time twice.
-	headDeadline time.Time
+	// Owned by the connection's goroutine.
+	head     []byte  // scratch: the request head, field names canonicalised
+	fields   []field // scratch: the head's field positions
+	body     *srvBody
+	hijacked bool // the handler took the connection over
 
 	accepted int64        // UnixNano
 	state    atomic.Int32 // stateNew...: written here and by Shutdown/Close
 
-	watch *time.Timer // fires watchHangUp when a request runs long
+	// outMu orders the bytes written to rwc outside the write buffer, a
+	// 100 Continue sent by whoever reads the body, with the final answer's
+	// head, which the handler's goroutine writes into the buffer.
+	outMu        sync.Mutex
+	finalStarted bool // guarded by outMu: a 100 Continue would come too late
+
+	// watch fires watchHangUp when a request runs long; written under wmu
+	// (by arm), read by the connection's goroutine and under wmu.
+	watch *time.Timer
 	wmu   sync.Mutex
 	wcond sync.Cond // on wmu: signalled when watching ends
 	// Guarded by wmu.
@@ -77,7 +102,6 @@ func newSrvConn(s *Server, nc net.Conn, base context.Context) *srvConn {
 	c.bw = bufio.NewWriterSize(nc, srvBufSize)
 	ctx := context.WithValue(base, http.LocalAddrContextKey, nc.LocalAddr())
 	c.ctx, c.cancel = context.WithCancelCause(ctx)
-	c.tmpl = new(http.Request).WithContext(c.ctx)
 	c.remote = nc.RemoteAddr().String()
 	c.wcond.L = &c.wmu
 	return c
@@ -100,72 +124,34 @@ func (r *connReader) Read(p []byte) (int, error) {
 	return r.c.Read(p)
 }
 
-// handedConn is a connection given to the http.Server. It holds a copy of
-// the bytes the fast path had read, and no reference to the srvConn and
-// its buffers, which a long-lived (upgraded) connection would keep.
-type handedConn struct {
-	net.Conn
-	buf []byte
-	// limit bounds the first read deadline net/http sets, its header
-	// timeout, by what was left of the fast path's own: a slow client
-	// does not get the time twice.
-	limit time.Time
-}
-
-func (h *handedConn) Read(p []byte) (int, error) {
-	if len(h.buf) > 0 {
-		n := copy(p, h.buf)
-		h.buf = h.buf[n:]
-		return n, nil
-	}
-	return h.Conn.Read(p)
-}
-
-func (h *handedConn) SetReadDeadline(t time.Time) error {
-	if !h.limit.IsZero() {
-		if t.IsZero() || t.After(h.limit) {
-			t = h.limit
-		}
-		h.limit = time.Time{}
-	}
-	return h.Conn.SetReadDeadline(t)
-}
-
-// CloseWrite lets net/http half-close the connection before closing it
-// after an error answer, as it does for a bare *net.TCPConn.
-func (h *handedConn) CloseWrite() error {
-	if cw, ok := h.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
-
-// handOff gives the connection, and what was read of it, to the
-// http.Server.
-func (c *srvConn) handOff() {
-	// What the bufio.Reader holds, then what the hang-up watch read after
-	// it during the previous request: all of it is net/http's now.
-	buffered, _ := c.br.Peek(c.br.Buffered())
-	buf := append(bytes.Clone(buffered), c.in.pending...)
-	c.in.pending = nil
-	hc := &handedConn{Conn: c.rwc, buf: buf, limit: c.headDeadline}
-	c.rwc.SetReadDeadline(time.Time{})
-	c.br, c.bw, c.head = nil, nil, nil
-	c.s.handoff.hand(hc)
-}
+// How a connection ends after its last answer.
+const (
+	closePlain  = iota // close: nothing unread is expected
+	closeLinger        // the client may still be sending: linger first
+	closeNot           // not ours to close: hijacked or handed to net/http
+)
 
 func (c *srvConn) serve() {
-	handed := false
+	how := closePlain
 	defer func() {
 		c.cancel(nil)
 		if c.watch != nil {
 			c.watch.Stop()
 		}
-		if !handed {
+		switch how {
+		case closeLinger:
+			c.lingerClose()
+		case closePlain:
 			c.rwc.Close()
 		}
 		c.s.untrack(c)
 	}()
+	if tc, ok := c.rwc.(*tls.Conn); ok {
+		if !c.handshake(tc) {
+			how = closeNot
+			return
+		}
+	}
 	for first := true; ; first = false {
 		if !first {
 			c.state.Store(stateIdle)
@@ -173,232 +159,117 @@ func (c *srvConn) serve() {
 				return
 			}
 		}
-		req, err := c.readRequest(first)
+		p, err := c.readRequest(first)
 		if err != nil {
-			return // the client left, timed out, or Shutdown closed the connection
+			var re *requestError
+			if errors.As(err, &re) {
+				c.refuse(re)
+				how = closeLinger
+			}
+			return // else the client left, timed out, or Shutdown closed the connection
 		}
-		if req == nil {
-			handed = true
-			c.handOff()
+		how = c.serveRequest(p)
+		if how != keepOpen {
 			return
 		}
-		if !c.serveRequest(req) {
-			return
-		}
+		how = closePlain
 	}
 }
 
-// readRequest waits for the next request's head. It returns the request
-// when it is plain, nil and no error when the connection goes to net/http,
-// and an error when the connection is done.
-func (c *srvConn) readRequest(first bool) (*http.Request, error) {
-	// The timeouts as net/http reads them: ReadTimeout stands in for the
-	// header and idle timeouts left at zero.
-	hs := c.s.hs
-	headTimeout, idle := hs.ReadHeaderTimeout, hs.IdleTimeout
-	if headTimeout == 0 {
-		headTimeout = hs.ReadTimeout
-	}
-	if idle == 0 {
-		idle = hs.ReadTimeout
-	}
-	wait := idle
-	if first {
-		wait = headTimeout
-	}
-	c.headDeadline = time.Time{}
-	if wait > 0 {
-		c.headDeadline = time.Now().Add(wait)
-	}
-	c.rwc.SetReadDeadline(c.headDeadline)
-	if _, err := c.br.Peek(1); err != nil {
-		return nil, err
-	}
-	if st := c.state.Load(); st == stateClosed || !c.state.CompareAndSwap(st, stateActive) {
-		return nil, net.ErrClosed
-	}
-	extended := first
-	for scanned := 0; ; {
-		// Only the bytes new since the last look are searched (and the three
-		// before them), so a head trickling in byte by byte costs linear time.
-		buf, _ := c.br.Peek(c.br.Buffered())
-		from := max(scanned-3, 0)
-		if i := bytes.Index(buf[from:], []byte("\r\n\r\n")); i >= 0 {
-			end := from + i + 4
-			req := c.parse(buf[:end])
-			if req != nil {
-				c.br.Discard(end)
-			}
-			return req, nil
-		}
-		// bareLF counts a '\n' at the start of its slice as bare: start the
-		// new bytes' check at the byte before them, unless that is a '\n'
-		// (judged last time), which makes a '\n' after it bare indeed.
-		lf := max(scanned-1, 0)
-		if lf > 0 && buf[lf] == '\n' {
-			lf++
-		}
-		if len(buf) == c.br.Size() || bareLF(buf[lf:]) {
-			return nil, nil // too long a head, or bare LF line ends: net/http judges
-		}
-		scanned = len(buf)
-		if !extended {
-			// The head has begun: it now has the header timeout to arrive,
-			// not what was left of the idle timeout.
-			c.headDeadline = time.Time{}
-			if headTimeout > 0 {
-				c.headDeadline = time.Now().Add(headTimeout)
-			}
-			c.rwc.SetReadDeadline(c.headDeadline)
-			extended = true
-		}
-		if _, err := c.br.Peek(len(buf) + 1); err != nil {
-			return nil, err
-		}
-	}
-}
+// keepOpen is serveRequest's answer when the connection takes another
+// request.
+const keepOpen = closeNot + 1
 
-// parse returns the request whose head is raw (up to and including the
-// blank line) when it is one the fast path serves, or nil. Every string of
-// the request is a piece of one copy of the head.
-func (c *srvConn) parse(raw []byte) *http.Request {
-	c.head = append(c.head[:0], raw...)
-	h := c.head
-	eol := bytes.IndexByte(h, '\n')
-	if eol < 1 || h[eol-1] != '\r' {
-		return nil
+// handshake completes a TLS connection's handshake within the header
+// timeout. A client that negotiated HTTP/2 is handed to the http.Server;
+// it reports whether the connection stays here for HTTP/1.1.
+func (c *srvConn) handshake(tc *tls.Conn) bool {
+	if d := c.s.headTimeout(); d > 0 {
+		tc.SetDeadline(time.Now().Add(d))
 	}
-	// Request line: "GET /path?q HTTP/1.1".
-	line := h[:eol-1]
-	sp1 := bytes.IndexByte(line, ' ')
-	if sp1 <= 0 || line[0] == '\r' {
-		return nil
-	}
-	for _, b := range line[:sp1] {
-		if !isTokenByte(b) {
-			return nil
-		}
-	}
-	sp2 := sp1 + 1 + bytes.IndexByte(line[sp1+1:], ' ')
-	if sp2 <= sp1+1 || string(line[sp2+1:]) != "HTTP/1.1" || line[sp1+1] != '/' {
-		return nil // absolute-form, "*", other versions: net/http's
-	}
-	for _, b := range line[sp1+1 : sp2] {
-		if b <= ' ' || b >= 0x7f {
-			return nil
-		}
-	}
-
-	type field struct{ k0, k1, v0, v1 int }
-	var fields [64]field
-	nf, host, closeConn, seenCL := 0, -1, false, false
-	for pos := eol + 1; pos < len(h)-2; {
-		end := pos + bytes.IndexByte(h[pos:], '\n')
-		if end <= pos || h[end-1] != '\r' {
-			return nil // a bare LF line end
-		}
-		l := h[pos : end-1]
-		if len(l) == 0 || l[0] == ' ' || l[0] == '\t' || bytes.IndexByte(l, '\r') >= 0 || nf == len(fields) {
-			return nil // a stray CR, a folded line, or very many fields
-		}
-		colon := bytes.IndexByte(l, ':')
-		if colon <= 0 || !canonicalize(l[:colon]) {
-			return nil
-		}
-		v0, v1 := pos+colon+1, end-1
-		for _, b := range h[v0:v1] {
-			if (b < ' ' && b != '\t') || b == 0x7f {
-				return nil
-			}
-		}
-		for v0 < v1 && (h[v0] == ' ' || h[v0] == '\t') {
-			v0++
-		}
-		for v1 > v0 && (h[v1-1] == ' ' || h[v1-1] == '\t') {
-			v1--
-		}
-		k, v := h[pos:pos+colon], h[v0:v1]
-		switch string(k) {
-		case "Host":
-			if host >= 0 || !plainHost(v) {
-				return nil
-			}
-			host = nf
-		case "Content-Length":
-			if string(v) != "0" || seenCL {
-				return nil // a body (net/http streams it), or a repeated length
-			}
-			seenCL = true
-		case "Transfer-Encoding", "Expect", "Upgrade", "Pragma", "Http2-Settings":
-			return nil
-		case "Connection":
-			if hasToken(string(v), "upgrade") {
-				return nil
-			}
-			closeConn = closeConn || hasToken(string(v), "close")
-		}
-		fields[nf] = field{pos, pos + colon, v0, v1}
-		nf++
-		pos = end + 1
-	}
-	if host < 0 {
-		return nil // HTTP/1.1 requires one: net/http answers 400
-	}
-
-	s := string(h)
-	target := s[sp1+1 : sp2]
-	u, err := url.ParseRequestURI(target)
-	if err != nil {
-		return nil
-	}
-	hdr := make(http.Header, nf)
-	vals := make([]string, nf)
-	for i, f := range fields[:nf] {
-		if i == host {
-			continue // net/http moves it to Request.Host
-		}
-		k := s[f.k0:f.k1]
-		vals[i] = s[f.v0:f.v1]
-		if prev, dup := hdr[k]; dup {
-			hdr[k] = append(prev, vals[i])
-		} else {
-			hdr[k] = vals[i : i+1 : i+1]
-		}
-	}
-	req := new(http.Request)
-	*req = *c.tmpl // the connection's context
-	req.Method = s[:sp1]
-	req.URL = u
-	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.1", 1, 1
-	req.Header = hdr
-	req.Body = http.NoBody
-	req.Host = s[fields[host].v0:fields[host].v1]
-	req.RemoteAddr = c.remote
-	req.RequestURI = target
-	req.Close = closeConn
-	return req
-}
-
-// plainHost reports whether v is a non-empty Host value of the bytes
-// net/http accepts in one.
-func plainHost(v []byte) bool {
-	if len(v) == 0 {
+	if err := tc.HandshakeContext(c.ctx); err != nil {
+		tc.Close()
 		return false
 	}
-	for _, b := range v {
-		switch {
-		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
-		case bytes.IndexByte([]byte("!$%&'()*+,-.:;=[]_~"), b) >= 0:
-		default:
-			return false
-		}
+	tc.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	if st.NegotiatedProtocol == "h2" {
+		c.s.handoff.hand(tc)
+		return false
 	}
+	c.tls = &st
 	return true
 }
 
-// serveRequest runs the handler for req and finishes the answer. It
-// reports whether the connection can take another request.
-func (c *srvConn) serveRequest(req *http.Request) bool {
+// readRequest waits for the next request's head and parses it. It returns
+// a *requestError for a request to refuse, another error when the
+// connection is done.
+func (c *srvConn) readRequest(first bool) (parsedRequest, error) {
+	wait := c.s.idleTimeout()
+	if first {
+		wait = c.s.headTimeout()
+	}
+	setDeadline := func(d time.Duration) {
+		if d > 0 {
+			c.rwc.SetReadDeadline(time.Now().Add(d))
+		} else {
+			c.rwc.SetReadDeadline(time.Time{})
+		}
+	}
+	setDeadline(wait)
+	if _, err := c.br.Peek(1); err != nil {
+		return parsedRequest{}, err
+	}
+	if st := c.state.Load(); st == stateClosed || !c.state.CompareAndSwap(st, stateActive) {
+		return parsedRequest{}, net.ErrClosed
+	}
+	if !first {
+		setDeadline(c.s.headTimeout()) // the head has begun: the header timeout, not what was left of idle
+	}
+	head, err := readHead(c.br, c.head, c.s.maxHeaderBytes(), true)
+	switch {
+	case err == errHeadTooLarge:
+		return parsedRequest{}, refuse(431, "request header fields too large")
+	case err == errBareLF:
+		return parsedRequest{}, refuse(400, "malformed head: "+err.Error())
+	case err != nil:
+		return parsedRequest{}, err
+	}
+	c.head = head
+	p, fields, rerr := parseRequest(head, c.fields)
+	c.fields = fields
+	if rerr != nil {
+		return p, rerr
+	}
+	return p, nil
+}
+
+// serveRequest runs the handler for p and finishes the answer. It returns
+// keepOpen when the connection can take another request, else how to end
+// it.
+func (c *srvConn) serveRequest(p parsedRequest) int {
+	req := p.req
+	req = req.WithContext(c.ctx)
+	req.RemoteAddr = c.remote
+	req.TLS = c.tls
+	c.body = nil
+	switch p.body {
+	case noBody:
+		req.Body = http.NoBody
+	case fixedBody:
+		c.body = &srvBody{c: c, left: p.length, expect: p.expect}
+	case chunkedBody:
+		c.body = &srvBody{c: c, chunked: true, expect: p.expect}
+		c.body.ch = chunkedReader{br: c.br, trailerLimit: c.s.maxHeaderBytes()}
+	}
+	if c.body != nil {
+		req.Body = c.body
+	}
+	c.outMu.Lock()
+	c.finalStarted = false
+	c.outMu.Unlock()
+	c.rwc.SetReadDeadline(time.Time{}) // the body's reader sets its own
+
 	w := newSrvResponse(c, req)
 	if d := c.s.hs.WriteTimeout; d > 0 {
 		w.SetWriteDeadline(time.Now().Add(d))
@@ -406,18 +277,36 @@ func (c *srvConn) serveRequest(req *http.Request) bool {
 	c.arm()
 	ok := c.runHandler(w, req)
 	gone := c.disarm()
+	w.done = true
+	complete := true
+	if c.body != nil {
+		complete = c.body.finish()
+	}
+	if c.hijacked {
+		return closeNot
+	}
 	if !ok {
 		// Whatever is buffered is dropped with the connection: a complete
 		// looking answer from a handler that failed half-way would lie.
-		return false
+		return closePlain
 	}
 	if gone && w.status == 0 {
 		// The handler wrote nothing for a client that left: no made-up
 		// empty 200 (nginx sends nothing either, and logs 499).
-		return false
+		return closePlain
 	}
 	w.finish()
-	return !w.closeAfter && w.err == nil && !gone
+	switch {
+	case !complete:
+		return closeLinger // the rest of the body must never be read as a request
+	case w.err != nil || gone:
+		return closePlain
+	case w.closeAfter && c.br.Buffered() > 0:
+		return closeLinger // pipelined requests that will not be answered
+	case w.closeAfter:
+		return closePlain
+	}
+	return keepOpen
 }
 
 func (c *srvConn) runHandler(w *srvResponse, req *http.Request) (ok bool) {
@@ -439,12 +328,66 @@ func (c *srvConn) runHandler(w *srvResponse, req *http.Request) (ok bool) {
 	return true
 }
 
+// sendContinue writes "100 Continue" when a body's reader first reads a
+// body whose client waits for it, unless the final answer has begun.
+func (c *srvConn) sendContinue() error {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.finalStarted {
+		return nil
+	}
+	_, err := io.WriteString(c.rwc, "HTTP/1.1 100 Continue\r\n\r\n")
+	return err
+}
+
+// refuse answers a request that will not reach the handler, with a JSON
+// error as every answer the balancer makes itself.
+func (c *srvConn) refuse(re *requestError) {
+	if c.s.Refused != nil {
+		c.s.Refused(c.remote, re.status, re.msg)
+	}
+	body, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{http.StatusText(re.status) + ": " + re.msg})
+	body = append(body, '\n')
+	bw := c.bw
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(strconv.Itoa(re.status))
+	bw.WriteByte(' ')
+	bw.WriteString(http.StatusText(re.status))
+	bw.WriteString("\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ")
+	bw.WriteString(strconv.Itoa(len(body)))
+	bw.WriteString("\r\nDate: ")
+	bw.WriteString(c.s.date.get(time.Now()))
+	bw.WriteString("\r\n\r\n")
+	bw.Write(body)
+	if d := c.s.hs.WriteTimeout; d > 0 {
+		c.rwc.SetWriteDeadline(time.Now().Add(d))
+	} else {
+		c.rwc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	}
+	bw.Flush()
+}
+
+// lingerClose stops writing, then drops what the client still sends for a
+// while (see lingerTimeout) before it closes the connection.
+func (c *srvConn) lingerClose() {
+	defer c.rwc.Close()
+	if cw, ok := c.rwc.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+		return
+	}
+	end := time.Now().Add(lingerTimeout)
+	c.rwc.SetReadDeadline(end)
+	io.Copy(io.Discard, io.LimitReader(c.rwc, lingerMax))
+}
+
 // arm starts the timer that begins watching for a hang-up if the request
 // runs long.
 func (c *srvConn) arm() {
 	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.inHandler = true
-	c.wmu.Unlock()
+	// Under wmu: the timer's goroutine reads c.watch to look again later.
 	if c.watch == nil {
 		c.watch = time.AfterFunc(watchAfter, c.watchHangUp)
 	} else {
@@ -474,10 +417,17 @@ func (c *srvConn) disarm() bool {
 // or disarm interrupts it. It reads beneath the bufio.Reader, so bytes of
 // pipelined requests already buffered do not hide a hang-up, as with
 // net/http's background read. A half-close (shutdown of the client's
-// sending side) reads as a hang-up too, as nginx takes it.
+// sending side) reads as a hang-up too, as nginx takes it. While the
+// request's body is still being read, the body's reader is the one that
+// sees a hang-up, and the watch looks again later.
 func (c *srvConn) watchHangUp() {
 	c.wmu.Lock()
 	if !c.inHandler || c.watching {
+		c.wmu.Unlock()
+		return
+	}
+	if c.body != nil && !c.body.complete.Load() {
+		c.watch.Reset(watchAfter)
 		c.wmu.Unlock()
 		return
 	}
@@ -498,4 +448,50 @@ func (c *srvConn) watchHangUp() {
 	c.watching = false
 	c.wcond.Broadcast()
 	c.wmu.Unlock()
+}
+
+// hijack gives the connection to the handler: the watch stops for good,
+// deadlines are cleared, and what was read and not yet consumed comes
+// first from the returned connection's reads.
+func (c *srvConn) hijack() net.Conn {
+	c.watch.Stop()
+	c.wmu.Lock()
+	c.inHandler = false // no watch starts from here on
+	if c.watching {
+		c.rwc.SetReadDeadline(aLongTimeAgo)
+		for c.watching {
+			c.wcond.Wait()
+		}
+	}
+	c.wmu.Unlock()
+	c.hijacked = true
+	c.rwc.SetDeadline(time.Time{})
+	buffered, _ := c.br.Peek(c.br.Buffered())
+	hc := &hijackedConn{Conn: c.rwc, buf: append(append([]byte(nil), buffered...), c.in.pending...)}
+	c.in.pending = nil
+	return hc
+}
+
+// hijackedConn is a connection the handler took over, with the bytes the
+// server had read and not consumed.
+type hijackedConn struct {
+	net.Conn
+	buf []byte
+}
+
+func (h *hijackedConn) Read(p []byte) (int, error) {
+	if len(h.buf) > 0 {
+		n := copy(p, h.buf)
+		h.buf = h.buf[n:]
+		return n, nil
+	}
+	return h.Conn.Read(p)
+}
+
+// CloseWrite half-closes the connection, as a bare *net.TCPConn can.
+func (h *hijackedConn) CloseWrite() error {
+	if cw, ok := h.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }

@@ -1,7 +1,10 @@
 package h1
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -9,12 +12,14 @@ import (
 	"time"
 )
 
-// srvResponse is the ResponseWriter of Server's fast path, one per
-// request, as net/http's: a handler goroutine that outlives ServeHTTP (a
-// bug) cannot write into the next answer on the connection. The head goes
-// into the connection's write buffer when the status is set, so later
-// changes to the header map are not sent, but for trailers, as with
-// net/http.
+// srvResponse is the ResponseWriter of Server, one per request, as
+// net/http's: a handler goroutine that outlives ServeHTTP (a bug) cannot
+// write into the next answer on the connection. The head goes into the
+// connection's write buffer when the status is set, so later changes to
+// the header map are not sent, but for trailers, as with net/http.
+//
+// The server owns the Connection field: a handler's "close" is honoured,
+// and the field sent says what the server will do.
 type srvResponse struct {
 	c   *srvConn
 	req *http.Request
@@ -28,6 +33,7 @@ type srvResponse struct {
 	closeAfter bool // the connection closes after this answer
 	empty      bool // finish writes the head: the body is empty
 	deadline   bool // a write deadline is set
+	done       bool // the handler returned: deadlines are the server's again
 	trailers   []string
 	err        error // the first write error: the client is gone
 }
@@ -45,18 +51,27 @@ func (w *srvResponse) WriteHeader(code int) {
 	if code < 100 || code > 999 {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code)) // as net/http
 	}
-	if w.status != 0 {
+	if w.status != 0 || w.c.hijacked {
 		return
 	}
+	c := w.c
 	if code < 200 && code != http.StatusSwitchingProtocols {
+		if w.req.ProtoMinor == 0 {
+			return // RFC 9110 section 15.2: no 1xx to an HTTP/1.0 client
+		}
+		c.outMu.Lock()
 		w.writeStatusLine(code)
 		w.writeFields(false, true)
-		w.c.bw.WriteString("\r\n")
-		if err := w.c.bw.Flush(); err != nil && w.err == nil {
+		c.bw.WriteString("\r\n")
+		if err := c.bw.Flush(); err != nil && w.err == nil {
 			w.err = err
 		}
+		c.outMu.Unlock()
 		return
 	}
+	c.outMu.Lock()
+	c.finalStarted = true // no 100 Continue after this
+	c.outMu.Unlock()
 	w.status = code
 	w.writeStatusLine(code)
 	h := w.hdr
@@ -66,33 +81,50 @@ func (w *srvResponse) WriteHeader(code int) {
 	keepCL, keepType := !bodyless, code != http.StatusNotModified
 	if v, ok := h["Content-Length"]; ok && keepCL {
 		if len(v) == 1 {
-			w.cl = parseLength(v[0])
+			w.cl = parseLength(strings.TrimSpace(v[0]))
 		}
 		keepCL = w.cl >= 0 // an unusable value is not sent
 	}
-	w.closeAfter = w.closeAfter || w.c.s.shutting.Load() // draining: say so
 	if v, ok := h["Connection"]; ok && hasToken(strings.Join(v, ","), "close") {
 		w.closeAfter = true
-	} else if w.closeAfter {
-		w.c.bw.WriteString("Connection: close\r\n")
+	}
+	if c.s.shutting.Load() {
+		w.closeAfter = true // draining: say so
+	}
+	if c.body != nil && !c.body.complete.Load() {
+		// The answer begins before the request's body has been read to its
+		// end (an early refusal, or a backend answering while it reads):
+		// what is left of the body must never be read as a request, so
+		// this answer is the connection's last.
+		w.closeAfter = true
+	}
+	if !w.noBody && w.cl < 0 && !w.empty && w.req.ProtoMinor == 0 {
+		w.closeAfter = true // an HTTP/1.0 client knows no chunks: the end of the connection ends the body
+	}
+	switch {
+	case w.closeAfter:
+		c.bw.WriteString("Connection: close\r\n")
+	case w.req.ProtoMinor == 0:
+		c.bw.WriteString("Connection: keep-alive\r\n")
 	}
 	if _, ok := h["Date"]; !ok {
-		w.c.bw.WriteString("Date: ")
-		w.c.bw.WriteString(w.c.s.date.get(time.Now()))
-		w.c.bw.WriteString("\r\n")
+		c.bw.WriteString("Date: ")
+		c.bw.WriteString(c.s.date.get(time.Now()))
+		c.bw.WriteString("\r\n")
 	}
 	if !w.noBody && w.cl < 0 {
-		if w.empty {
+		switch {
+		case w.empty:
 			w.cl = 0
-			w.c.bw.WriteString("Content-Length: 0\r\n")
-		} else {
+			c.bw.WriteString("Content-Length: 0\r\n")
+		case w.req.ProtoMinor == 1:
 			w.chunked = true
 			w.trailers = h["Trailer"]
-			w.c.bw.WriteString("Transfer-Encoding: chunked\r\n")
+			c.bw.WriteString("Transfer-Encoding: chunked\r\n")
 		}
 	}
 	w.writeFields(keepCL, keepType)
-	w.c.bw.WriteString("\r\n")
+	c.bw.WriteString("\r\n")
 }
 
 func (w *srvResponse) writeStatusLine(code int) {
@@ -109,15 +141,15 @@ func (w *srvResponse) writeStatusLine(code int) {
 	bw.WriteString("\r\n")
 }
 
-// writeFields writes the header map but for the fields framing owns:
-// Transfer-Encoding always, Content-Length unless keepCL, Content-Type
-// unless keepType, and trailers.
+// writeFields writes the header map but for the fields framing and the
+// connection own: Transfer-Encoding and Connection always, Content-Length
+// unless keepCL, Content-Type unless keepType, and trailers.
 func (w *srvResponse) writeFields(keepCL, keepType bool) {
 	bw := w.c.bw
 	for k, vv := range w.hdr {
 		switch {
-		case k == "Transfer-Encoding", k == "Content-Length" && !keepCL, k == "Content-Type" && !keepType,
-			strings.HasPrefix(k, http.TrailerPrefix):
+		case k == "Transfer-Encoding", k == "Connection", k == "Content-Length" && !keepCL,
+			k == "Content-Type" && !keepType, strings.HasPrefix(k, http.TrailerPrefix):
 			continue
 		}
 		if !validFieldName(k) {
@@ -132,6 +164,9 @@ func (w *srvResponse) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
+	if w.c.hijacked {
+		return 0, http.ErrHijacked
+	}
 	if w.err != nil {
 		return 0, w.err
 	}
@@ -145,19 +180,17 @@ func (w *srvResponse) Write(p []byte) (int, error) {
 	if w.noBody || len(p) == 0 {
 		return len(p), nil // HEAD: counted, not sent
 	}
-	bw := w.c.bw
+	var err error
 	if w.chunked {
-		var b [20]byte
-		bw.Write(append(strconv.AppendInt(b[:0], int64(len(p)), 16), '\r', '\n'))
-	}
-	n, err := bw.Write(p)
-	if w.chunked && err == nil {
-		_, err = bw.WriteString("\r\n")
+		err = writeChunk(w.c.bw, p)
+	} else {
+		_, err = w.c.bw.Write(p)
 	}
 	if err != nil {
 		w.err = err
+		return 0, err
 	}
-	return n, err
+	return len(p), nil
 }
 
 // FlushError sends what is buffered; ReverseProxy flushes streamed answers
@@ -165,6 +198,9 @@ func (w *srvResponse) Write(p []byte) (int, error) {
 func (w *srvResponse) FlushError() error {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.c.hijacked {
+		return http.ErrHijacked
 	}
 	if w.err == nil {
 		w.err = w.c.bw.Flush()
@@ -177,14 +213,43 @@ func (w *srvResponse) Flush() { w.FlushError() }
 
 // SetWriteDeadline sets the connection's write deadline; finish clears it.
 func (w *srvResponse) SetWriteDeadline(t time.Time) error {
+	if w.done || w.c.hijacked {
+		return errors.New("h1: SetWriteDeadline after the handler returned")
+	}
 	w.deadline = !t.IsZero()
 	return w.c.rwc.SetWriteDeadline(t)
 }
 
-// SetReadDeadline sets the connection's read deadline, which has nothing to
-// read on the fast path; the next request sets its own.
+// SetReadDeadline sets the deadline of reads of the request's body; the
+// next request sets its own.
 func (w *srvResponse) SetReadDeadline(t time.Time) error {
+	if w.done || w.c.hijacked {
+		return errors.New("h1: SetReadDeadline after the handler returned")
+	}
 	return w.c.rwc.SetReadDeadline(t)
+}
+
+// EnableFullDuplex is net/http's switch for reading the request's body
+// while the answer is written. This server always allows it.
+func (w *srvResponse) EnableFullDuplex() error { return nil }
+
+// Hijack lets the handler take the connection over, for a protocol
+// upgrade: ReverseProxy does so to relay a WebSocket. It must come before
+// the answer's head, and the request must have no body left to read.
+func (w *srvResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	switch {
+	case w.c.hijacked:
+		return nil, nil, http.ErrHijacked
+	case w.status != 0:
+		return nil, nil, errors.New("h1: Hijack after the answer began")
+	case w.c.body != nil && !w.c.body.complete.Load():
+		return nil, nil, errors.New("h1: Hijack of a request whose body has not been read")
+	}
+	if err := w.c.bw.Flush(); err != nil {
+		return nil, nil, err
+	}
+	conn := w.c.hijack()
+	return conn, bufio.NewReadWriter(bufio.NewReader(conn), bufio.NewWriter(conn)), nil
 }
 
 // finish ends the answer after the handler returned: the head if nothing
@@ -229,21 +294,4 @@ func (w *srvResponse) writeTrailers() {
 			writeField(bw, name, vv)
 		}
 	}
-}
-
-// validTrailer reports whether a canonical field name may be sent as a
-// trailer: RFC 9110 section 6.5.1 rules out framing, routing,
-// authentication and request modifiers; the list is net/http's.
-func validTrailer(k string) bool {
-	if strings.HasPrefix(k, "If-") {
-		return false
-	}
-	switch k {
-	case "Authorization", "Cache-Control", "Connection", "Content-Encoding", "Content-Length",
-		"Content-Range", "Content-Type", "Expect", "Host", "Keep-Alive", "Max-Forwards", "Pragma",
-		"Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection", "Range", "Realm", "Te",
-		"Trailer", "Transfer-Encoding", "Www-Authenticate":
-		return false
-	}
-	return true
 }

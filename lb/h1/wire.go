@@ -6,26 +6,155 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 )
 
 // The rules of HTTP/1.1's syntax that the server and the client share:
-// tokens, field names and values, and how a field line is written.
+// reading a head, field lines, tokens, and how a field line is written.
+// Everything here is stateless.
 
-// bareLF reports whether b has a line feed not preceded by a carriage
-// return.
-func bareLF(b []byte) bool {
-	for i := bytes.IndexByte(b, '\n'); i >= 0; {
-		if i == 0 || b[i-1] != '\r' {
-			return true
+// errBareLF is a line ended by LF alone. RFC 9112 section 2.2 lets a
+// recipient accept it; two parsers that disagree on it are a smuggling
+// vector, so neither side here does.
+var errBareLF = errors.New("a line ends in a bare LF")
+
+// errHeadTooLarge is a head over the reader's limit.
+var errHeadTooLarge = errors.New("head too large")
+
+// readHead reads one message head from br into dst (reused) and returns
+// it: the start line, the field lines and the blank line, each ended by
+// CRLF. Before the start line it skips empty lines when skipEmpty (a
+// server must ignore at least one, RFC 9112 section 2.2). It refuses a
+// line ended by a bare LF and a head of more than limit bytes, and returns
+// br's error when the head breaks off.
+func readHead(br *bufio.Reader, dst []byte, limit int, skipEmpty bool) ([]byte, error) {
+	dst = dst[:0]
+	total := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		total += len(line)
+		if total > limit {
+			return nil, errHeadTooLarge
 		}
-		j := bytes.IndexByte(b[i+1:], '\n')
-		if j < 0 {
-			break
+		if err == bufio.ErrBufferFull {
+			dst = append(dst, line...)
+			continue
 		}
-		i += j + 1
+		if err != nil {
+			return nil, err
+		}
+		lineStart := len(dst)
+		dst = append(dst, line...)
+		if len(dst)-lineStart < 2 || dst[len(dst)-2] != '\r' {
+			return nil, errBareLF
+		}
+		if len(dst)-lineStart == 2 { // an empty line
+			if lineStart == 0 {
+				if skipEmpty {
+					dst = dst[:0]
+					continue
+				}
+				return nil, errors.New("a head begins with an empty line")
+			}
+			return dst, nil
+		}
 	}
-	return false
+}
+
+// field is one field line of a head: the name at [k0:k1] and the value,
+// without surrounding whitespace, at [v0:v1].
+type field struct{ k0, k1, v0, v1 int }
+
+// maxFields bounds the field lines of a head, as HAProxy's
+// tune.http.maxhdr does: a head of thousands of tiny fields costs far more
+// to parse and forward than its size suggests.
+const maxFields = 100
+
+// parseFields checks the field lines in h from pos to the blank line that
+// ends h, canonicalises each name in place ("content-type" becomes
+// "Content-Type") and appends their positions to fields. It refuses, by
+// the rules of RFC 9112 section 5 and RFC 9110 section 5.5: a line folded
+// onto the one before (obs-fold), a name that is not a token or is
+// followed by whitespace before its colon, a control character (but HTAB)
+// or a CR anywhere in a line, and more than maxFields lines. Every line in
+// h ends in CRLF (readHead made sure).
+func parseFields(h []byte, pos int, fields []field) ([]field, error) {
+	for pos < len(h)-2 {
+		end := pos + bytes.IndexByte(h[pos:], '\n') - 1 // the CR
+		line := h[pos:end]
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, errors.New("a field line is folded onto the one before (obs-fold)")
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return nil, errors.New("a field line has no name or no colon")
+		}
+		if !canonicalize(line[:colon]) {
+			if c := line[colon-1]; c == ' ' || c == '\t' {
+				return nil, errors.New("whitespace between a field name and its colon")
+			}
+			return nil, errors.New("a field name is not a token")
+		}
+		v0, v1 := pos+colon+1, end
+		for _, c := range h[v0:v1] {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return nil, errors.New("a control character in a field value")
+			}
+		}
+		for v0 < v1 && (h[v0] == ' ' || h[v0] == '\t') {
+			v0++
+		}
+		for v1 > v0 && (h[v1-1] == ' ' || h[v1-1] == '\t') {
+			v1--
+		}
+		if len(fields) == maxFields {
+			return nil, errTooManyFields
+		}
+		fields = append(fields, field{pos, pos + colon, v0, v1})
+		pos = end + 2
+	}
+	return fields, nil
+}
+
+var errTooManyFields = errors.New("more than 100 field lines")
+
+// buildHeader makes the header map of fields, whose names and values are
+// pieces of s, a string copy of the head they were parsed from: one
+// allocation for every value, none per field. Fields for which skip
+// reports true are left out.
+func buildHeader(s string, fields []field, skip func(i int, name string) bool) http.Header {
+	hdr := make(http.Header, len(fields))
+	vals := make([]string, len(fields))
+	for i, f := range fields {
+		k := s[f.k0:f.k1]
+		if skip != nil && skip(i, k) {
+			continue
+		}
+		vals[i] = s[f.v0:f.v1]
+		if prev, dup := hdr[k]; dup {
+			hdr[k] = append(prev, vals[i])
+		} else {
+			hdr[k] = vals[i : i+1 : i+1]
+		}
+	}
+	return hdr
+}
+
+// parseLength parses a Content-Length value: one to 18 decimal digits and
+// nothing else (no sign, no list, no inner space), or -1.
+func parseLength(v string) int64 {
+	if v == "" || len(v) > 18 {
+		return -1
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return -1
+		}
+		n = n*10 + int64(v[i]-'0')
+	}
+	return n
 }
 
 // canonicalize rewrites a field name in place as
@@ -47,6 +176,8 @@ func canonicalize(k []byte) bool {
 	return true
 }
 
+// isTokenByte reports whether c may appear in a token (RFC 9110 section
+// 5.6.2): a method, a field name, a transfer coding.
 func isTokenByte(c byte) bool {
 	switch {
 	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
@@ -55,13 +186,25 @@ func isTokenByte(c byte) bool {
 	return c < 0x7f && c > ' ' && strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
+// isToken reports whether s is a non-empty token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 func asciiEqualFold(a, b string) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := 0; i < len(a); i++ {
-		x, y := a[i]|0x20, b[i]|0x20
-		if x != y {
+		if a[i]|0x20 != b[i]|0x20 {
 			return false
 		}
 	}
@@ -78,40 +221,26 @@ func hasToken(v, token string) bool {
 		} else {
 			t, v = v, ""
 		}
-		for len(t) > 0 && (t[0] == ' ' || t[0] == '\t') {
-			t = t[1:]
-		}
-		for len(t) > 0 && (t[len(t)-1] == ' ' || t[len(t)-1] == '\t') {
-			t = t[:len(t)-1]
-		}
-		if asciiEqualFold(t, token) {
+		if asciiEqualFold(trimOWS(t), token) {
 			return true
 		}
 	}
 	return false
 }
 
-// writeValue writes a header value with any CR or LF turned into a space,
-// so no value can smuggle a header line, as http.Header.Write does.
-func writeValue(w *bufio.Writer, v string) {
-	if strings.ContainsAny(v, "\r\n") {
-		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+// trimOWS trims spaces and tabs, the optional whitespace of RFC 9110.
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
 	}
-	w.WriteString(strings.TrimSpace(v))
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
-func validFieldName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if c <= ' ' || c >= 0x7f || c == ':' {
-			return false
-		}
-	}
-	return true
-}
+// validFieldName reports whether k may be written as a field name.
+func validFieldName(k string) bool { return isToken(k) }
 
 // writeField writes a field line per value.
 func writeField(bw *bufio.Writer, k string, vv []string) {
@@ -123,20 +252,41 @@ func writeField(bw *bufio.Writer, k string, vv []string) {
 	}
 }
 
-// parseLength parses a Content-Length value: digits only, or -1.
-func parseLength(v string) int64 {
+// writeValue writes a field value with every control character but HTAB
+// turned into a space, so that no value can end its line early and add a
+// field of its own (http.Header.Write does the same for CR and LF).
+func writeValue(w *bufio.Writer, v string) {
 	v = strings.TrimSpace(v)
-	if v == "" || len(v) > 18 {
-		return -1
-	}
-	var n int64
 	for i := 0; i < len(v); i++ {
-		if v[i] < '0' || v[i] > '9' {
-			return -1
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			b := []byte(v)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; c < ' ' && c != '\t' || c == 0x7f {
+					b[j] = ' '
+				}
+			}
+			w.Write(b)
+			return
 		}
-		n = n*10 + int64(v[i]-'0')
 	}
-	return n
+	w.WriteString(v)
+}
+
+// validTrailer reports whether a canonical field name may be sent as a
+// trailer: RFC 9110 section 6.5.1 rules out framing, routing,
+// authentication and request modifiers; the list is net/http's.
+func validTrailer(k string) bool {
+	if strings.HasPrefix(k, "If-") {
+		return false
+	}
+	switch k {
+	case "Authorization", "Cache-Control", "Connection", "Content-Encoding", "Content-Length",
+		"Content-Range", "Content-Type", "Expect", "Host", "Keep-Alive", "Max-Forwards", "Pragma",
+		"Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection", "Range", "Realm", "Te",
+		"Trailer", "Transfer-Encoding", "Www-Authenticate":
+		return false
+	}
+	return true
 }
 
 // isTimeout reports whether err is a deadline or timeout.

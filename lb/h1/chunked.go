@@ -1,0 +1,285 @@
+package h1
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+)
+
+// chunkedReader decodes a chunked body (RFC 9112 section 7.1) from br,
+// strictly: a chunk size is one to 16 hex digits; an extension is
+// ";name" or ";name=value" with a token name and a token or quoted-string
+// value, with spaces or tabs only around ";" and "="; every line ends in
+// CRLF; chunk data is followed by exactly CRLF. The trailer section is
+// read as field lines are in a head, and its fields that may be trailers
+// are kept in *trailerTo (when set). Anything else is a framingError,
+// and the reader reports it again on every later call: the stream can no
+// longer be trusted to say where the body ends.
+type chunkedReader struct {
+	br      *bufio.Reader
+	left    int64 // data bytes left in the current chunk
+	inChunk bool  // the current chunk's data and CRLF are still to come
+	done    bool  // the last chunk and the trailer section were read
+	err     error
+	// trailerLimit bounds the trailer section's size.
+	trailerLimit int
+	// trailerTo, if set, receives the trailer fields that may be
+	// trailers (a map is made when there is none); else they are dropped.
+	trailerTo *http.Header
+	scratch   []byte // the trailer section, parsed in place
+}
+
+// framingError is a body whose framing breaks the rules: what comes after
+// it cannot be found.
+type framingError struct{ msg string }
+
+func (e *framingError) Error() string { return "invalid chunked framing: " + e.msg }
+
+func framingf(format string, args ...any) error {
+	return &framingError{fmt.Sprintf(format, args...)}
+}
+
+// errIncomplete is a body cut off by the end of the connection.
+var errIncomplete = errors.New("the connection ended before the body did")
+
+func (r *chunkedReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.done {
+		return 0, io.EOF
+	}
+	if !r.inChunk {
+		if err := r.readSize(); err != nil {
+			r.err = err
+			return 0, err
+		}
+		if r.done {
+			return 0, io.EOF
+		}
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.br.Read(p)
+	r.left -= int64(n)
+	if err != nil {
+		if err == io.EOF {
+			err = errIncomplete
+		}
+		r.err = err
+		return n, err
+	}
+	if r.left == 0 {
+		if err := r.readCRLF(); err != nil {
+			r.err = err
+			return n, err
+		}
+		r.inChunk = false
+	}
+	return n, nil
+}
+
+// readCRLF consumes the CRLF that must follow a chunk's data.
+func (r *chunkedReader) readCRLF() error {
+	b, err := r.br.Peek(2)
+	if len(b) == 2 {
+		if b[0] != '\r' || b[1] != '\n' {
+			return framingf("chunk data not followed by CRLF")
+		}
+		r.br.Discard(2)
+		return nil
+	}
+	if err == io.EOF {
+		err = errIncomplete
+	}
+	return err
+}
+
+// readSize reads a chunk-size line, and after the last chunk the trailer
+// section.
+func (r *chunkedReader) readSize() error {
+	line, err := r.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return framingf("chunk-size line too long")
+	}
+	if err != nil {
+		if err == io.EOF {
+			err = errIncomplete
+		}
+		return err
+	}
+	if len(line) < 2 || line[len(line)-2] != '\r' {
+		return framingf("chunk-size line ends in a bare LF")
+	}
+	line = line[:len(line)-2]
+	i := 0
+	var size uint64
+	for ; i < len(line) && i <= 16; i++ {
+		d := unhex(line[i])
+		if d < 0 {
+			break
+		}
+		size = size<<4 | uint64(d)
+	}
+	switch {
+	case i == 0:
+		return framingf("chunk size is not hex digits: %.20q", line)
+	case i > 16 || size > 1<<62:
+		return framingf("chunk size too large")
+	}
+	if err := checkChunkExt(line[i:]); err != nil {
+		return err
+	}
+	if size > 0 {
+		r.left, r.inChunk = int64(size), true
+		return nil
+	}
+	if err := r.readTrailer(); err != nil {
+		return err
+	}
+	r.done = true
+	return nil
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
+}
+
+// checkChunkExt checks what follows a chunk size:
+// *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ).
+func checkChunkExt(ext []byte) error {
+	bws := func() {
+		for len(ext) > 0 && (ext[0] == ' ' || ext[0] == '\t') {
+			ext = ext[1:]
+		}
+	}
+	token := func() bool {
+		n := 0
+		for n < len(ext) && isTokenByte(ext[n]) {
+			n++
+		}
+		ext = ext[n:]
+		return n > 0
+	}
+	for {
+		bws()
+		if len(ext) == 0 {
+			return nil
+		}
+		if ext[0] != ';' {
+			return framingf("unexpected %q after the chunk size", ext[0])
+		}
+		ext = ext[1:]
+		bws()
+		if !token() {
+			return framingf("chunk extension without a name")
+		}
+		bws()
+		if len(ext) == 0 || ext[0] != '=' {
+			continue
+		}
+		ext = ext[1:]
+		bws()
+		if len(ext) > 0 && ext[0] == '"' {
+			n, ok := quotedString(ext)
+			if !ok {
+				return framingf("bad quoted string in a chunk extension")
+			}
+			ext = ext[n:]
+		} else if !token() {
+			return framingf("chunk extension without a value after '='")
+		}
+	}
+}
+
+// quotedString returns the length of the quoted-string that b begins with.
+func quotedString(b []byte) (int, bool) {
+	for i := 1; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1, true
+		case c == '\\':
+			i++
+			if i == len(b) || b[i] < ' ' && b[i] != '\t' || b[i] == 0x7f {
+				return 0, false
+			}
+		case c < ' ' && c != '\t' || c == 0x7f:
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// readTrailer reads the trailer section after the last chunk: field lines
+// up to an empty line, within trailerLimit bytes, checked as a head's are.
+func (r *chunkedReader) readTrailer() error {
+	limit := r.trailerLimit
+	if limit <= 0 {
+		limit = 16 << 10
+	}
+	sec := r.scratch[:0]
+	for {
+		line, err := r.br.ReadSlice('\n')
+		if len(sec)+len(line) > limit || err == bufio.ErrBufferFull {
+			return framingf("trailer section too large")
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = errIncomplete
+			}
+			return err
+		}
+		if len(line) < 2 || line[len(line)-2] != '\r' {
+			return framingf("a trailer line ends in a bare LF")
+		}
+		sec = append(sec, line...)
+		if len(line) == 2 {
+			break
+		}
+	}
+	r.scratch = sec
+	if len(sec) == 2 {
+		return nil // no trailer fields: the common case
+	}
+	fields, err := parseFields(sec, 0, nil)
+	if err != nil {
+		return framingf("trailer: %v", err)
+	}
+	if r.trailerTo == nil {
+		return nil
+	}
+	s := string(sec)
+	for _, f := range fields {
+		if k := s[f.k0:f.k1]; validTrailer(k) {
+			if *r.trailerTo == nil {
+				*r.trailerTo = make(http.Header)
+			}
+			(*r.trailerTo)[k] = append((*r.trailerTo)[k], s[f.v0:f.v1])
+		}
+	}
+	return nil
+}
+
+// writeChunk writes p as one chunk.
+func writeChunk(bw *bufio.Writer, p []byte) error {
+	var b [20]byte
+	bw.Write(append(strconv.AppendInt(b[:0], int64(len(p)), 16), '\r', '\n'))
+	bw.Write(p)
+	_, err := bw.WriteString("\r\n")
+	return err
+}
