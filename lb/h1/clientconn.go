@@ -28,6 +28,7 @@ type clientConn struct {
 	lim       headLimit // under br: bounds response heads
 	abort     func()    // unblocks reads and writes when the request is cancelled
 	idleSince time.Time // set when put in the idle pool
+	peek      *peeker   // made by quiet at the connection's first reuse
 
 	// Per request, owned by the goroutine that called RoundTrip.
 	reused      bool // taken from the idle pool

@@ -31,8 +31,11 @@ func (c *clientConn) quiet() bool {
 			return false
 		}
 	}
-	var buf [32]byte
-	n, state := peekSocket(raw, buf[:])
+	if c.peek == nil {
+		c.peek = newPeeker(raw)
+	}
+	n, state := c.peek.look()
+	buf := c.peek.buf[:]
 	switch state {
 	case peekQuiet:
 		return true

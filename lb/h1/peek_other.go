@@ -7,11 +7,21 @@ import (
 	"syscall"
 )
 
-// peekSocket cannot look at a socket without taking from it on this
-// system: a connection that can be reached is never called quiet, so
-// idle connections are not reused here. An in-memory one (tests) is.
-func peekSocket(nc net.Conn, buf []byte) (int, int) {
-	if _, ok := nc.(syscall.Conn); ok {
+// peeker cannot look at a socket without taking from it on this system:
+// a connection with a socket is never called quiet, so idle connections
+// are not reused here. An in-memory one (tests) is.
+type peeker struct {
+	socket bool
+	buf    [32]byte
+}
+
+func newPeeker(nc net.Conn) *peeker {
+	_, ok := nc.(syscall.Conn)
+	return &peeker{socket: ok}
+}
+
+func (p *peeker) look() (n, state int) {
+	if p.socket {
 		return 0, peekError
 	}
 	return 0, peekQuiet

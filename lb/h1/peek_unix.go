@@ -7,32 +7,48 @@ import (
 	"syscall"
 )
 
-// peekSocket looks at what waits on nc's socket without taking it and
-// without waiting: up to len(buf) bytes are copied into buf.
-func peekSocket(nc net.Conn, buf []byte) (int, int) {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+// peeker looks at what waits on a socket without taking it and without
+// waiting. One is made per connection, so that a peek allocates nothing.
+type peeker struct {
+	rc   syscall.RawConn // nil: the connection has no socket (in memory)
+	recv func(fd uintptr) bool
+	buf  [32]byte
+	n    int
+	err  error
+}
+
+func newPeeker(nc net.Conn) *peeker {
+	p := &peeker{}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			p.rc = rc
+			p.recv = p.peek
+		}
+	}
+	return p
+}
+
+func (p *peeker) peek(fd uintptr) bool {
+	p.n, _, p.err = syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return true // never wait for readiness
+}
+
+// look reports what waits on the socket; with peekData, the first bytes
+// are in p.buf[:n].
+func (p *peeker) look() (n, state int) {
+	if p.rc == nil {
 		return 0, peekQuiet // an in-memory connection (tests, benchmarks): nothing arrives unasked
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	if err := p.rc.Read(p.recv); err != nil {
 		return 0, peekError
 	}
-	var n int
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true // never wait for readiness
-	})
 	switch {
-	case err != nil:
-		return 0, peekError
-	case rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK:
+	case p.err == syscall.EAGAIN || p.err == syscall.EWOULDBLOCK:
 		return 0, peekQuiet
-	case rerr != nil:
+	case p.err != nil:
 		return 0, peekError
-	case n == 0:
+	case p.n == 0:
 		return 0, peekEOF
 	}
-	return n, peekData
+	return p.n, peekData
 }

@@ -37,14 +37,15 @@ type parsedRequest struct {
 	expect bool  // Expect: 100-continue on HTTP/1.1
 }
 
-// parseRequest parses a request head from readHead. Field names are
-// canonicalised in h in place, and every string of the request is a piece
-// of one copy of h. fields is scratch memory for the field positions.
+// parseRequest parses a request head from readHead into req. Field names
+// are canonicalised in h in place, and every string of the request is a
+// piece of one copy of h. fields is scratch memory for the field
+// positions.
 //
 // It refuses what is not plain: see the package documentation for the
 // list and the status each gets.
-func parseRequest(h []byte, fields []field) (parsedRequest, []field, *requestError) {
-	var p parsedRequest
+func parseRequest(h []byte, fields []field, req *http.Request) (parsedRequest, []field, *requestError) {
+	p := parsedRequest{req: req}
 	eol := bytes.IndexByte(h, '\n') - 1 // the CR
 	line := h[:eol]
 	// Request line: method SP request-target SP HTTP-version.
@@ -95,7 +96,7 @@ func parseRequest(h []byte, fields []field) (parsedRequest, []field, *requestErr
 		return p, fields, refuse(400, "malformed header: "+err.Error())
 	}
 	hosts, lengths, codings, expects := 0, 0, 0, 0
-	host, length, coding := -1, "", ""
+	host, length, coding := -1, -1, -1
 	closeConn, keepAlive := false, false
 	for i, f := range fields {
 		switch string(h[f.k0:f.k1]) {
@@ -104,10 +105,10 @@ func parseRequest(h []byte, fields []field) (parsedRequest, []field, *requestErr
 			host = i
 		case "Content-Length":
 			lengths++
-			length = string(h[f.v0:f.v1])
+			length = i
 		case "Transfer-Encoding":
 			codings++
-			coding = string(h[f.v0:f.v1])
+			coding = i
 		case "Expect":
 			expects++
 			if minor == 1 && !asciiEqualFold(string(h[f.v0:f.v1]), "100-continue") {
@@ -130,6 +131,7 @@ func parseRequest(h []byte, fields []field) (parsedRequest, []field, *requestErr
 	case expects > 1 && minor == 1:
 		return p, fields, refuse(417, "expectation failed: Expect given more than once")
 	}
+	value := func(i int) string { return string(h[fields[i].v0:fields[i].v1]) }
 	switch {
 	case codings > 0 && lengths > 0:
 		// RFC 9112 section 6.3: a smuggling attempt, or a mistake; either
@@ -140,8 +142,8 @@ func parseRequest(h []byte, fields []field) (parsedRequest, []field, *requestErr
 		return p, fields, refuse(400, "Transfer-Encoding given more than once")
 	case codings == 1 && minor == 0:
 		return p, fields, refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
-	case codings == 1 && !asciiEqualFold(trimOWS(coding), "chunked"):
-		if isCodingList(coding) {
+	case codings == 1 && !asciiEqualFold(value(coding), "chunked"):
+		if isCodingList(value(coding)) {
 			return p, fields, refuse(501, "transfer coding not implemented: only chunked alone")
 		}
 		return p, fields, refuse(400, "malformed Transfer-Encoding")
@@ -150,7 +152,7 @@ func parseRequest(h []byte, fields []field) (parsedRequest, []field, *requestErr
 	case lengths > 1:
 		return p, fields, refuse(400, "Content-Length given more than once")
 	case lengths == 1:
-		p.length = parseLength(length)
+		p.length = parseLength(value(length))
 		if p.length < 0 {
 			return p, fields, refuse(400, "Content-Length is not a plain decimal number")
 		}
@@ -160,8 +162,6 @@ func parseRequest(h []byte, fields []field) (parsedRequest, []field, *requestErr
 	}
 
 	s := string(h)
-	req := new(http.Request)
-	p.req = req
 	req.Method = s[:sp1]
 	req.RequestURI = s[sp1+1 : sp1+1+sp2]
 	req.Proto, req.ProtoMajor, req.ProtoMinor = s[sp1+sp2+2:eol], major, minor
@@ -171,9 +171,15 @@ func parseRequest(h []byte, fields []field) (parsedRequest, []field, *requestErr
 	if rerr := setTarget(req); rerr != nil {
 		return p, fields, rerr
 	}
-	req.Header = buildHeader(s, fields, func(i int, k string) bool {
-		return i == host || k == "Transfer-Encoding" // net/http moves them out of the map too
-	})
+	// Host and Transfer-Encoding have fields of their own in the Request,
+	// and net/http leaves them out of the map too.
+	if host >= 0 {
+		fields[host].k0 = -1
+	}
+	if coding >= 0 {
+		fields[coding].k0 = -1
+	}
+	req.Header = buildHeader(make(http.Header, len(fields)), s, fields)
 	switch p.body {
 	case fixedBody:
 		req.ContentLength = p.length

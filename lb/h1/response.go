@@ -87,18 +87,18 @@ func parseResponse(h []byte, method string, sc *Scratch) (parsedResponse, error)
 	if err != nil {
 		return p, protocolf("malformed header: " + err.Error())
 	}
-	lengths, codings, length, coding, trailer := 0, 0, "", "", -1
+	lengths, codings, length, coding, trailer := 0, 0, -1, -1, -1
 	p.closeConn = http10
 	for i, f := range fields {
 		switch string(h[f.k0:f.k1]) {
 		case "Content-Length":
 			lengths++
-			length = string(h[f.v0:f.v1])
+			length = i
 		case "Transfer-Encoding":
 			codings++
-			coding = string(h[f.v0:f.v1])
+			coding = i
 		case "Connection":
-			if hasToken(string(h[f.v0:f.v1]), "close") {
+			if hasToken(string(h[f.v0:f.v1]), "close") { // no copy: the compiler sees the string does not escape
 				p.closeConn = true
 			}
 		case "Trailer":
@@ -114,12 +114,12 @@ func parseResponse(h []byte, method string, sc *Scratch) (parsedResponse, error)
 		return p, protocolf("Transfer-Encoding given more than once")
 	case codings == 1 && http10:
 		return p, protocolf("Transfer-Encoding in an HTTP/1.0 answer")
-	case codings == 1 && !asciiEqualFold(coding, "chunked"):
+	case codings == 1 && !asciiEqualFold(string(h[fields[coding].v0:fields[coding].v1]), "chunked"):
 		return p, protocolf("a Transfer-Encoding other than chunked alone")
 	}
 	p.length = -1
 	if lengths == 1 {
-		if p.length = parseLength(length); p.length < 0 {
+		if p.length = parseLength(string(h[fields[length].v0:fields[length].v1])); p.length < 0 {
 			return p, protocolf("a Content-Length that is not a plain decimal number")
 		}
 	}
@@ -140,13 +140,24 @@ func parseResponse(h []byte, method string, sc *Scratch) (parsedResponse, error)
 		sc.hdr = make(http.Header, 16)
 	}
 	clear(sc.hdr)
-	dropConnection := p.closeConn && !http10
-	hdr := buildHeaderInto(sc.hdr, s, fields, func(_ int, k string) bool {
-		// Transfer-Encoding is described by TransferEncoding, Trailer (of
-		// a chunked answer) by the keys of Trailer, and an HTTP/1.1
-		// Connection: close by Close, as net/http reads a response.
-		return k == "Transfer-Encoding" || k == "Trailer" && codings == 1 || k == "Connection" && dropConnection
-	})
+	// Transfer-Encoding is described by TransferEncoding, Trailer (of a
+	// chunked answer) by the keys of Trailer, and an HTTP/1.1
+	// Connection: close by Close, as net/http reads a response.
+	for i, f := range fields {
+		switch s[f.k0:f.k1] {
+		case "Transfer-Encoding":
+			fields[i].k0 = -1
+		case "Trailer":
+			if codings == 1 {
+				fields[i].k0 = -1
+			}
+		case "Connection":
+			if p.closeConn && !http10 {
+				fields[i].k0 = -1
+			}
+		}
+	}
+	hdr := buildHeader(sc.hdr, s, fields)
 	resp := &sc.resp
 	*resp = http.Response{
 		Status:     strings.TrimLeft(s[9:eol], " "),
@@ -187,22 +198,4 @@ func parseResponse(h []byte, method string, sc *Scratch) (parsedResponse, error)
 		}
 	}
 	return p, nil
-}
-
-// buildHeaderInto is buildHeader into an existing, empty map.
-func buildHeaderInto(hdr http.Header, s string, fields []field, skip func(i int, name string) bool) http.Header {
-	vals := make([]string, len(fields))
-	for i, f := range fields {
-		k := s[f.k0:f.k1]
-		if skip(i, k) {
-			continue
-		}
-		vals[i] = s[f.v0:f.v1]
-		if prev, dup := hdr[k]; dup {
-			hdr[k] = append(prev, vals[i])
-		} else {
-			hdr[k] = vals[i : i+1 : i+1]
-		}
-	}
-	return hdr
 }

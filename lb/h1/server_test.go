@@ -637,7 +637,7 @@ func FuzzServerParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		p, _, rerr := parseRequest(h, nil)
+		p, _, rerr := parseRequest(h, nil, new(http.Request))
 		if rerr != nil {
 			return
 		}

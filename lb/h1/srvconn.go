@@ -68,6 +68,7 @@ type srvConn struct {
 	cancel context.CancelCauseFunc
 	remote string
 	tls    *tls.ConnectionState // nil for plain TCP
+	tmpl   *http.Request        // empty but for ctx: copied into each request
 
 	// Owned by the connection's goroutine.
 	head     []byte  // scratch: the request head, field names canonicalised
@@ -102,6 +103,7 @@ func newSrvConn(s *Server, nc net.Conn, base context.Context) *srvConn {
 	c.bw = bufio.NewWriterSize(nc, srvBufSize)
 	ctx := context.WithValue(base, http.LocalAddrContextKey, nc.LocalAddr())
 	c.ctx, c.cancel = context.WithCancelCause(ctx)
+	c.tmpl = new(http.Request).WithContext(c.ctx)
 	c.remote = nc.RemoteAddr().String()
 	c.wcond.L = &c.wmu
 	return c
@@ -236,7 +238,9 @@ func (c *srvConn) readRequest(first bool) (parsedRequest, error) {
 		return parsedRequest{}, err
 	}
 	c.head = head
-	p, fields, rerr := parseRequest(head, c.fields)
+	req := new(http.Request)
+	*req = *c.tmpl // the connection's context
+	p, fields, rerr := parseRequest(head, c.fields, req)
 	c.fields = fields
 	if rerr != nil {
 		return p, rerr
@@ -249,7 +253,6 @@ func (c *srvConn) readRequest(first bool) (parsedRequest, error) {
 // it.
 func (c *srvConn) serveRequest(p parsedRequest) int {
 	req := p.req
-	req = req.WithContext(c.ctx)
 	req.RemoteAddr = c.remote
 	req.TLS = c.tls
 	c.body = nil

@@ -119,18 +119,17 @@ func parseFields(h []byte, pos int, fields []field) ([]field, error) {
 
 var errTooManyFields = errors.New("more than 100 field lines")
 
-// buildHeader makes the header map of fields, whose names and values are
+// buildHeader fills hdr (empty) with fields, whose names and values are
 // pieces of s, a string copy of the head they were parsed from: one
-// allocation for every value, none per field. Fields for which skip
-// reports true are left out.
-func buildHeader(s string, fields []field, skip func(i int, name string) bool) http.Header {
-	hdr := make(http.Header, len(fields))
+// allocation for every value, none per field. A field whose k0 is -1 is
+// left out.
+func buildHeader(hdr http.Header, s string, fields []field) http.Header {
 	vals := make([]string, len(fields))
 	for i, f := range fields {
-		k := s[f.k0:f.k1]
-		if skip != nil && skip(i, k) {
+		if f.k0 < 0 {
 			continue
 		}
+		k := s[f.k0:f.k1]
 		vals[i] = s[f.v0:f.v1]
 		if prev, dup := hdr[k]; dup {
 			hdr[k] = append(prev, vals[i])
