@@ -176,13 +176,13 @@ func checkChunkExt(ext []byte) error {
 		ext = ext[n:]
 		return n > 0
 	}
-	for {
+	for len(ext) > 0 {
+		// Whitespace may come only before a ';': "5 " alone is not a
+		// chunk-size line (parsers that disagree on it can be made to
+		// disagree on where the body ends).
 		bws()
-		if len(ext) == 0 {
-			return nil
-		}
-		if ext[0] != ';' {
-			return framingf("unexpected %q after the chunk size", ext[0])
+		if len(ext) == 0 || ext[0] != ';' {
+			return framingf("unexpected %.10q after the chunk size", ext)
 		}
 		ext = ext[1:]
 		bws()
@@ -205,6 +205,7 @@ func checkChunkExt(ext []byte) error {
 			return framingf("chunk extension without a value after '='")
 		}
 	}
+	return nil
 }
 
 // quotedString returns the length of the quoted-string that b begins with.
