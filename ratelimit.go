@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -105,8 +106,8 @@ func (r *rateLimit) configure(cfg *Config) {
 	})
 }
 
-func (r *rateLimit) clientIP(req *http.Request) string {
-	_, ip, _ := r.trusted.Load().ClientIP(req)
+func (r *rateLimit) clientIP(req *http.Request) netip.Addr {
+	ip, _, _ := r.trusted.Load().ClientIP(req)
 	return ip
 }
 
