@@ -55,14 +55,14 @@ func (l Limits) ValidateFor(interval time.Duration, instances int) error {
 	capacity := math.Ceil(float64(l.Capacity) / n)
 	if perTick > capacity {
 		return fmt.Errorf("capacity: %d is less than one refill (refill_rate %g x refill_interval %s = %g tokens%s), "+
-			"so the bucket would drop the surplus and admit only about %g a second: "+
-			"raise capacity to at least %g or shorten rate_limit.refill_interval to at most %s",
+			"so the bucket would drop the surplus and admit only about %.6g a second: "+
+			"raise capacity to at least %.6g or shorten rate_limit.refill_interval to at most %s",
 			l.Capacity, l.RefillRate, interval, perTick*n, instancesNote(instances),
 			capacity/interval.Seconds()*n, math.Ceil(perTick*n), maxInterval(l, instances))
 	}
 	if perTick*unitsPerToken < 1 {
 		return fmt.Errorf("refill_rate: %g is less than one millionth of a token per refill_interval (%s)%s; "+
-			"the smallest rate is %g a second", l.RefillRate, interval, instancesNote(instances),
+			"the smallest rate is %.6g a second", l.RefillRate, interval, instancesNote(instances),
 			n/unitsPerToken/interval.Seconds())
 	}
 	return nil
