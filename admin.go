@@ -47,14 +47,14 @@ func newAdmin(a *app) http.Handler {
 	mux.Handle("GET /status", readOnly(a.serveStatus))
 	mux.Handle("GET /metrics", readOnly(a.serveMetrics))
 	mux.Handle("GET /{$}", readOnly(a.servePage))
-	clients := auth.wrap(auditClients(bucket.NewClientsHandler(a.limit.store, a.limit.limiter), a.log))
+	clients := auth.wrap(auditClients(bucket.NewClientsHandler(a.limit.store, a.log), a.log))
 	mux.Handle("/clients", clients)
 	mux.Handle("/clients/", clients)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		lb.WriteError(w, http.StatusNotFound, "no such admin endpoint: "+r.URL.Path+
 			" (try /status, /metrics, /clients or /healthz)")
 	})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return loopbackHostOnly(cfg.Admin.Listen, func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux answers a path with . or .. segments with a redirect to the
 		// cleaned path; an API answers such a key with an error instead.
 		if p := r.URL.Path; strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
@@ -101,9 +101,10 @@ func (w *statusWriter) WriteHeader(code int) {
 // by its SHA-256 in constant time, so neither its bytes nor its length leak
 // through timing.
 type tokenAuth struct {
-	env string
-	sum *[sha256.Size]byte // nil: no token configured
-	log *slog.Logger
+	env     string
+	sum     *[sha256.Size]byte // nil: no token configured
+	log     *slog.Logger
+	refused logEvery // refusals are logged at most once every few seconds
 }
 
 func (t *tokenAuth) wrap(next http.Handler) http.Handler {
@@ -116,7 +117,7 @@ func (t *tokenAuth) wrap(next http.Handler) http.Handler {
 		scheme, given, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		sum := sha256.Sum256([]byte(strings.TrimSpace(given)))
 		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], t.sum[:]) != 1 {
-			t.log.Warn("admin: refused "+r.Method+" "+r.URL.Path+": missing or wrong token", "remote", r.RemoteAddr)
+			t.refused.warn(t.log, "admin: refused "+r.Method+" "+r.URL.Path+": missing or wrong token", "remote", r.RemoteAddr)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="stdlb admin"`)
 			lb.WriteError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token>")
 			return

@@ -107,9 +107,9 @@ func TestRateLimit_EndToEnd(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("PUT: %d %v", code, body)
 	}
-	saved, err := os.ReadFile(filepath.Join(dir, "limits.json"))
+	saved, err := os.ReadFile(filepath.Join(dir, "limits.json.log")) // folded into limits.json a second later
 	if err != nil || !strings.Contains(string(saved), `"partner-7"`) {
-		t.Fatalf("clients file after PUT: %q, %v", saved, err)
+		t.Fatalf("clients change log after PUT: %q, %v", saved, err)
 	}
 
 	get := func() *http.Response {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"stdlb/bucket"
 )
 
 // Config is the schema of config.json. Every field has a default (see
@@ -69,6 +71,7 @@ type RateLimitConfig struct {
 	HeadersOnAdmit   bool     `json:"headers_on_admit"`
 	UnlistedKeysByIP bool     `json:"unlisted_keys_by_ip"`
 	Instances        int      `json:"instances"`
+	IPv6Prefix       int      `json:"ipv6_prefix"`
 }
 
 // AdminConfig is "admin".
@@ -115,7 +118,7 @@ func defaultConfig() Config {
 			Capacity: 100, RefillRate: 50, RefillInterval: Duration(100 * time.Millisecond),
 			KeyHeader: "X-API-Key", MaxKeyLength: 256,
 			ClientsFile: "clients.json", MaxClients: 1_000_000, IdleTimeout: Duration(10 * time.Minute),
-			HeadersOnAdmit: true, Instances: 1,
+			HeadersOnAdmit: true, Instances: 1, IPv6Prefix: bucket.DefaultIPv6Prefix,
 		},
 		Admin: AdminConfig{Listen: "127.0.0.1:9090", TokenEnv: "LB_ADMIN_TOKEN"},
 		// A proxy's live heap is small and its garbage is per-request

@@ -244,6 +244,7 @@ func (c *Config) validate(shapeProblems []string) []string {
 	if r.Instances < 1 || r.Instances > 1000 {
 		add("rate_limit.instances", "must be between 1 and 1000, got %d", r.Instances)
 	}
+	checkRateFits(add, r)
 
 	if c.Admin.Listen != "" {
 		checkListen(add, "admin.listen", c.Admin.Listen, true)
@@ -343,4 +344,24 @@ func parseBytes(s string) (int64, error) {
 		return n * u.mult, nil
 	}
 	return 0, fmt.Errorf("%q is not a size (want e.g. 512MiB or 2GiB)", s)
+}
+
+// checkRateFits refuses default limits the limiter could not honour: a
+// capacity below one refill interval's refill (the surplus would be lost
+// every tick) or a rate below a millionth of a token a tick.
+func checkRateFits(add func(string, string, ...any), r RateLimitConfig) {
+	if r.IPv6Prefix < 16 || r.IPv6Prefix > 128 {
+		add("rate_limit.ipv6_prefix", "must be between 16 and 128 (the bits of an IPv6 address that make one client), got %d", r.IPv6Prefix)
+	}
+	if r.RefillInterval <= 0 || r.RefillInterval > Seconds(60) || r.Instances < 1 || r.Instances > 1000 {
+		return // reported above
+	}
+	lim := bucket.Limits{Capacity: r.Capacity, RefillRate: r.RefillRate}
+	if lim.Validate() != nil {
+		return // reported above
+	}
+	if err := lim.ValidateFor(r.RefillInterval.D(), r.Instances); err != nil {
+		field, msg, _ := strings.Cut(err.Error(), ": ")
+		add("rate_limit."+field, "%s", msg)
+	}
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -45,41 +47,52 @@ func clientsPath(cfg *Config, configPath string) string {
 	return filepath.Join(filepath.Dir(configPath), cfg.RateLimit.ClientsFile)
 }
 
-// checkClientsFile reports a clients file that would stop the balancer
-// from starting, or says what it holds.
+// checkClientsFile reports a clients file (and change log) that would stop
+// the balancer from starting, or says what it holds. It writes nothing.
 func checkClientsFile(cfg *Config, configPath string) (string, error) {
 	path := clientsPath(cfg, configPath)
-	s, err := bucket.OpenStore(path)
+	n, err := bucket.CheckClientsFile(path, bucket.New(limiterConfig(cfg, nil)))
 	if err != nil {
-		return "", &ConfigError{Source: configPath, Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+		return "", &ConfigError{Source: configPath, Problems: clientsProblems(err)}
 	}
 	if _, err := os.Stat(path); err != nil {
 		return "clients file " + path + " absent: no client has limits of its own yet", nil
 	}
-	return fmt.Sprintf("clients file %s: %d with limits of their own", path, len(s.All())), nil
+	return fmt.Sprintf("clients file %s: %d with limits of their own", path, n), nil
+}
+
+// clientsProblems turns a clients file error into one problem per line.
+func clientsProblems(err error) []string {
+	var out []string
+	for line := range strings.Lines(err.Error()) {
+		out = append(out, "rate_limit.clients_file: "+strings.TrimSuffix(line, "\n"))
+	}
+	return out
+}
+
+// limiterConfig is the bucket.Config of cfg.
+func limiterConfig(cfg *Config, logger *slog.Logger) bucket.Config {
+	rl := cfg.RateLimit
+	return bucket.Config{
+		Default:        bucket.Limits{Capacity: rl.Capacity, RefillRate: rl.RefillRate},
+		RefillInterval: rl.RefillInterval.D(),
+		MaxClients:     rl.MaxClients,
+		IdleTimeout:    rl.IdleTimeout.D(),
+		IPv6Prefix:     rl.IPv6Prefix,
+		Instances:      rl.Instances,
+		Logger:         logger,
+	}
 }
 
 func newRateLimit(cfg *Config, configPath string, logger *slog.Logger) (*rateLimit, error) {
 	r := &rateLimit{log: logger}
-	rl := cfg.RateLimit
-	r.fixed = bucket.Config{
-		RefillInterval: rl.RefillInterval.D(),
-		MaxClients:     rl.MaxClients,
-		IdleTimeout:    rl.IdleTimeout.D(),
-		Instances:      rl.Instances,
-		Logger:         logger,
-	}
-	lc := r.fixed
-	lc.Default = bucket.Limits{Capacity: rl.Capacity, RefillRate: rl.RefillRate}
-	r.limiter = bucket.New(lc)
-	store, err := bucket.OpenStore(clientsPath(cfg, configPath))
+	r.fixed = limiterConfig(cfg, logger)
+	r.limiter = bucket.New(r.fixed)
+	store, err := bucket.OpenStore(clientsPath(cfg, configPath), r.limiter)
 	if err != nil {
-		return nil, &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+		return nil, &ConfigError{Problems: clientsProblems(err)}
 	}
 	r.store = store
-	if err := store.ReloadInto(r.limiter); err != nil {
-		return nil, &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
-	}
 	r.configure(cfg)
 	return r, nil
 }
@@ -105,8 +118,8 @@ func (r *rateLimit) configure(cfg *Config) {
 	})
 }
 
-func (r *rateLimit) clientIP(req *http.Request) string {
-	_, ip, _ := r.trusted.Load().ClientIP(req)
+func (r *rateLimit) clientIP(req *http.Request) netip.Addr {
+	ip, _, _ := r.trusted.Load().ClientIP(req)
 	return ip
 }
 
@@ -124,9 +137,11 @@ func (r *rateLimit) admit(w http.ResponseWriter, req *http.Request) lb.Admission
 	return a
 }
 
-// start runs the limiter's ticker until ctx ends.
+// start runs the limiter's ticker and the clients file's compaction until
+// ctx ends.
 func (r *rateLimit) start(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Go(func() { r.limiter.Run(ctx) })
+	wg.Go(func() { r.store.Run(ctx) })
 }
 
 // reload applies cfg's rate-limit settings and re-reads the clients file.
@@ -136,8 +151,8 @@ func (r *rateLimit) reload(cfg *Config, configPath string) error {
 		return &ConfigError{Problems: []string{fmt.Sprintf(
 			"rate_limit.clients_file: moving it (%s to %s) needs a restart", r.store.Path(), p)}}
 	}
-	if err := r.store.ReloadInto(r.limiter); err != nil {
-		return &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+	if err := r.store.Reload(); err != nil {
+		return &ConfigError{Problems: clientsProblems(err)}
 	}
 	r.configure(cfg)
 	return nil
@@ -159,6 +174,9 @@ func (r *rateLimit) restartOnly(cfg *Config) []string {
 	}
 	if rl.Instances != r.fixed.Instances {
 		out = append(out, "rate_limit.instances")
+	}
+	if rl.IPv6Prefix != r.fixed.IPv6Prefix {
+		out = append(out, "rate_limit.ipv6_prefix")
 	}
 	return out
 }

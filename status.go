@@ -19,10 +19,14 @@ type statusReport struct {
 }
 
 type limiterStatus struct {
-	Enabled    bool   `json:"enabled"`
-	Clients    int    `json:"clients"`
-	MaxClients int    `json:"max_clients"`
-	Overrides  int    `json:"overrides"`
+	Enabled    bool `json:"enabled"`
+	Clients    int  `json:"clients"`
+	MaxClients int  `json:"max_clients"`
+	Overrides  int  `json:"overrides"`
+	// Listed is the clients of the clients file: they have buckets of their
+	// own outside max_clients, so a full table never judges them by the
+	// default limits.
+	Listed     int    `json:"listed_outside_max_clients"`
 	Admitted   uint64 `json:"admitted"`
 	Rejected   uint64 `json:"rejected"`
 	Evictions  uint64 `json:"evictions"`
@@ -40,7 +44,7 @@ func (a *app) status() statusReport {
 		Algorithm:     cfg.Algorithm,
 		Backends:      a.bal.Status(),
 		Limiter: limiterStatus{
-			Enabled: cfg.RateLimit.Enabled, Clients: st.Clients, MaxClients: st.MaxClients, Overrides: st.Overrides,
+			Enabled: cfg.RateLimit.Enabled, Clients: st.Clients, MaxClients: st.MaxClients, Overrides: st.Overrides, Listed: st.Overrides,
 			Admitted: st.Admitted, Rejected: st.Rejected, Evictions: st.Evictions, Overflowed: st.Overflowed,
 		},
 	}

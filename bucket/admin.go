@@ -2,29 +2,36 @@ package bucket
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 )
-
-// maxBodyBytes bounds a PUT body: a Limits object is a few dozen bytes.
-const maxBodyBytes = 64 << 10
 
 // NewClientsHandler returns the admin API of per-client limits:
 //
 //	GET    /clients        {"clients": {"<key>": {"capacity": 10, "refill_rate": 1}, ...}}
+//	PUT    /clients        body {"clients": {...}}: the whole set, replaced atomically; {"clients": N}
 //	GET    /clients/{key}  {"key": "<key>", "capacity": 10, "refill_rate": 1}, or 404
 //	PUT    /clients/{key}  body {"capacity": 10, "refill_rate": 1}; answers like GET
 //	DELETE /clients/{key}  {"deleted": "<key>"}, or 404
 //
-// Mount it on both "/clients" and "/clients/". Every answer is JSON; errors
-// are {"error": "..."} with 400 (bad key or body; unknown fields included),
-// 404, 405 or 500. A change is written to s first and applied to l only
-// once it is on disk, so a failed write (500) changes nothing; a changed
-// limit applies to the client's bucket at once. The handler does no
-// authentication: wrap it. It is safe for concurrent use.
-func NewClientsHandler(s *Store, l *Limiter) http.Handler {
-	h := &clientsHandler{s: s, l: l}
+// Keys are answered in canonical form (Limiter.CanonicalKey): an IPv6
+// address names its prefix. Mount it on both "/clients" and "/clients/".
+// Every answer is JSON; errors are {"error": "..."} with 400 (bad key or
+// body: unknown, repeated or miscased fields, limits the limiter cannot
+// honour), 404, 405, 409 (the clients file changed on disk since it was
+// read: reload first) or 500 (saving failed, logged at ERROR on log). A
+// change is on disk before it is applied and answered, so a refused or
+// failed one changes nothing. The handler does no authentication: wrap it.
+// It is safe for concurrent use.
+func NewClientsHandler(s *Store, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &clientsHandler{s: s, log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/clients", h.list)
 	mux.HandleFunc("/clients/{key}", h.one)
@@ -35,8 +42,8 @@ func NewClientsHandler(s *Store, l *Limiter) http.Handler {
 }
 
 type clientsHandler struct {
-	s *Store
-	l *Limiter
+	s   *Store
+	log *slog.Logger
 }
 
 type clientAnswer struct {
@@ -45,16 +52,34 @@ type clientAnswer struct {
 }
 
 func (h *clientsHandler) list(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		notAllowed(w, "GET, HEAD")
-		return
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		writeJSON(w, http.StatusOK, clientsFile{h.s.All()})
+	case http.MethodPut:
+		data, err := readBody(w, r, maxBulkBytes)
+		if err == nil {
+			var m map[string]Limits
+			if m, err = parseClients(data, h.s.l); err != nil {
+				err = &InvalidError{err}
+			} else {
+				err = h.s.Replace(m)
+			}
+			if err == nil {
+				writeJSON(w, http.StatusOK, struct {
+					Clients int `json:"clients"`
+				}{h.s.Len()})
+				return
+			}
+		}
+		h.fail(w, "body", err)
+	default:
+		notAllowed(w, "GET, HEAD, PUT")
 	}
-	writeJSON(w, http.StatusOK, clientsFile{h.s.All()})
 }
 
 func (h *clientsHandler) one(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
-	if err := ValidateKey(key); err != nil {
+	key, err := h.s.l.checkKey(r.PathValue("key"))
+	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -67,20 +92,25 @@ func (h *clientsHandler) one(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, clientAnswer{key, lim})
 	case http.MethodPut:
-		lim, err := readLimits(w, r)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "body: "+err.Error())
-			return
+		data, err := readBody(w, r, maxBodyBytes)
+		var lim Limits
+		if err == nil {
+			if lim, err = ParseLimits(data); err != nil {
+				err = &InvalidError{err}
+			}
 		}
-		if _, err := h.s.update(key, &lim, func() { h.l.SetLimits(key, lim) }); err != nil {
-			writeError(w, http.StatusInternalServerError, "saving the limits failed: "+err.Error())
+		if err == nil {
+			_, err = h.s.Put(key, lim)
+		}
+		if err != nil {
+			h.fail(w, "body", err)
 			return
 		}
 		writeJSON(w, http.StatusOK, clientAnswer{key, lim})
 	case http.MethodDelete:
-		existed, err := h.s.update(key, nil, func() { h.l.ClearLimits(key) })
+		_, existed, err := h.s.Delete(key)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "saving the limits failed: "+err.Error())
+			h.fail(w, "", err)
 			return
 		}
 		if !existed {
@@ -95,20 +125,49 @@ func (h *clientsHandler) one(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// readLimits reads and validates a PUT body.
-func readLimits(w http.ResponseWriter, r *http.Request) (Limits, error) {
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+// fail answers a refused or failed change: 400 for what the request said
+// (prefixed with what, e.g. "body: "), 409 for a clients file changed on
+// disk, 500 (and an ERROR line) for a failure to save.
+func (h *clientsHandler) fail(w http.ResponseWriter, what string, err error) {
+	var invalid *InvalidError
+	switch {
+	case errors.As(err, &invalid):
+		if what != "" && !strings.HasPrefix(err.Error(), "key:") {
+			what += ": "
+		} else {
+			what = ""
+		}
+		writeError(w, http.StatusBadRequest, what+err.Error())
+	case errors.Is(err, ErrChangedOnDisk):
+		writeError(w, http.StatusConflict, err.Error())
+	default:
+		h.log.Error("admin: saving client limits failed; nothing changed", "err", err)
+		writeError(w, http.StatusInternalServerError, "saving the limits failed: "+err.Error())
+	}
+}
+
+// Body bounds: a Limits object is a few dozen bytes; a whole set of a
+// million clients some 80 MB.
+const (
+	maxBodyBytes = 64 << 10
+	maxBulkBytes = 256 << 20
+)
+
+// readBody reads a PUT body of at most max bytes; problems are
+// *InvalidError.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return Limits{}, errors.New("larger than 64 KiB")
+			return nil, &InvalidError{fmt.Errorf("larger than %d KiB", max>>10)}
 		}
-		return Limits{}, err
+		return nil, &InvalidError{err}
 	}
 	if len(data) == 0 {
-		return Limits{}, errors.New(`empty; send {"capacity": 10, "refill_rate": 1}`)
+		return nil, &InvalidError{errors.New(`empty; send {"capacity": 10, "refill_rate": 1}`)}
 	}
-	return ParseLimits(data)
+	return data, nil
 }
 
 func notAllowed(w http.ResponseWriter, allow string) {

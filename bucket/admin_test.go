@@ -2,10 +2,11 @@ package bucket
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -21,8 +22,7 @@ type adminFixture struct {
 
 func newAdmin(t *testing.T) *adminFixture {
 	s, path := openTemp(t)
-	l := New(Config{Default: Limits{Capacity: 100, RefillRate: 50}})
-	return &adminFixture{NewClientsHandler(s, l), s, l, path}
+	return &adminFixture{NewClientsHandler(s, nil), s, s.l, path}
 }
 
 // do runs one request and decodes the JSON answer.
@@ -64,11 +64,7 @@ func TestClientsHandler_CRUD(t *testing.T) {
 	if code, _ := f.do(t, "DELETE", "/clients/k-1", ""); code != 404 {
 		t.Fatalf("second DELETE = %d, want 404", code)
 	}
-	again, err := OpenStore(f.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := again.All(); !reflect.DeepEqual(got, map[string]Limits{"192.0.2.1": {3, 1}}) {
+	if got := reopen(t, f.path).All(); !reflect.DeepEqual(got, map[string]Limits{"192.0.2.1": {3, 1}}) {
 		t.Fatalf("file after the calls: %v", got)
 	}
 }
@@ -98,6 +94,14 @@ func TestClientsHandler_RejectsBadRequests(t *testing.T) {
 		{"PUT", "/clients/k-1", `{"capacity": -3, "refill_rate": 1}`, 400, "body: capacity:"},
 		{"PUT", "/clients/k-1", `{"capacity": 2.5, "refill_rate": 1}`, 400, "body: capacity:"},
 		{"PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": 0}`, 400, "body: refill_rate: must be a positive number"},
+		{"PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": 2e9}`, 400, "body: refill_rate: must be a positive number"},
+		{"PUT", "/clients/k-1", `{"Capacity": 10, "refill_rate": 1}`, 400, `body: unknown field "Capacity"`},
+		{"PUT", "/clients/k-1", `{"capacity": 10, "capacity": 1, "refill_rate": 1}`, 400, `body: "capacity": given twice`},
+		{"PUT", "/clients/k-1", `{"capacity": 1, "refill_rate": 50}`, 400, "body: capacity: 1 is less than one refill (refill_rate 50 x refill_interval 100ms = 5 tokens), so the bucket would drop the surplus and admit only about 10 a second: raise capacity to at least 5 or shorten rate_limit.refill_interval to at most 20ms"},
+		{"PUT", "/clients/k%FF", `{"capacity": 1, "refill_rate": 1}`, 400, "key: must be valid UTF-8"},
+		{"PUT", "/clients/2001:db8::%2F48", `{"capacity": 1, "refill_rate": 1}`, 400, "key: 2001:db8::/48: IPv6 clients are keyed by /64 prefixes"},
+		{"PUT", "/clients", `{"clients": {"1.2.3.4": {"capacity": 1, "refill_rate": 1}, "::ffff:1.2.3.4": {"capacity": 1, "refill_rate": 1}}}`, 400, "the same client"},
+		{"PUT", "/clients", `{"clients": {"k": {"capacity": 0, "refill_rate": 1}}}`, 400, `body: clients["k"].capacity`},
 		{"PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": "1"}`, 400, "body: refill_rate:"},
 		{"PUT", "/clients/k-1", `{"capacity": 10}`, 400, "body: refill_rate: required"},
 		{"PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": 1, "burst": 5}`, 400, `body: unknown field "burst"`},
@@ -109,6 +113,7 @@ func TestClientsHandler_RejectsBadRequests(t *testing.T) {
 		{"PUT", "/clients/a%0Ab", `{"capacity": 1, "refill_rate": 1}`, 400, "key: must not contain control characters"},
 		{"POST", "/clients/k-1", `{"capacity": 1, "refill_rate": 1}`, 405, "method not allowed"},
 		{"DELETE", "/clients", ``, 405, "method not allowed"},
+		{"POST", "/clients", ``, 405, "method not allowed"},
 		{"GET", "/nowhere", ``, 404, "no such endpoint"},
 		{"GET", "/clients/", ``, 404, "no such endpoint"},
 	}
@@ -128,19 +133,61 @@ func TestClientsHandler_RejectsBadRequests(t *testing.T) {
 
 func TestClientsHandler_FailedWriteChangesNothing(t *testing.T) {
 	f := newAdmin(t)
+	logs := &logBuf{}
+	f.h = NewClientsHandler(f.s, slog.New(slog.NewTextHandler(logs, nil)))
 	f.do(t, "PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": 1}`)
-	f.s.rename = func(string, string) error { return errors.New("disk full") }
-	if code, v := f.do(t, "PUT", "/clients/k-1", `{"capacity": 2, "refill_rate": 1}`); code != 500 || !strings.Contains(v["error"].(string), "disk full") {
+	f.s.log.Close() // the disk fails
+	if code, v := f.do(t, "PUT", "/clients/k-1", `{"capacity": 2, "refill_rate": 1}`); code != 500 || !strings.Contains(v["error"].(string), "saving the limits failed") {
 		t.Fatalf("PUT with a failing disk = %d %v, want 500", code, v)
 	}
 	if code, _ := f.do(t, "DELETE", "/clients/k-1", ""); code != 500 {
 		t.Fatalf("DELETE with a failing disk = %d, want 500", code)
+	}
+	if got := logs.lines("level=ERROR"); len(got) != 2 {
+		t.Fatalf("want an ERROR line per failed save, got %q", got)
 	}
 	if d := f.l.TakeKind(KeyAPI, "k-1"); d.Limit != 10 {
 		t.Fatalf("limiter: %+v, want the old limit 10", d)
 	}
 	if lim, _ := f.s.Get("k-1"); lim.Capacity != 10 {
 		t.Fatalf("store: %+v, want the old limit 10", lim)
+	}
+}
+
+func TestClientsHandler_HandEditGets409(t *testing.T) {
+	f := newAdmin(t)
+	f.do(t, "PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": 1}`)
+	f.s.compact()
+	os.WriteFile(f.path, []byte(`{"clients": {"k-9": {"capacity": 9, "refill_rate": 1}}}`), 0o600)
+	for _, req := range [][3]string{{"PUT", "/clients/k-2", `{"capacity": 2, "refill_rate": 1}`}, {"DELETE", "/clients/k-1", ""},
+		{"PUT", "/clients", `{"clients": {}}`}} {
+		if code, v := f.do(t, req[0], req[1], req[2]); code != 409 || !strings.Contains(v["error"].(string), "reload") {
+			t.Fatalf("%s %s after a hand edit = %d %v, want 409 saying to reload", req[0], req[1], code, v)
+		}
+	}
+	if data, _ := os.ReadFile(f.path); !strings.Contains(string(data), "k-9") {
+		t.Fatalf("hand edit lost:\n%s", data)
+	}
+}
+
+func TestClientsHandler_CanonicalKeysAndBulkPut(t *testing.T) {
+	f := newAdmin(t)
+	if code, v := f.do(t, "PUT", "/clients/2001:DB8::1", `{"capacity": 7, "refill_rate": 1}`); code != 200 || v["key"] != "2001:db8::/64" {
+		t.Fatalf("PUT an IPv6 address = %d %v, want its /64 as the key", code, v)
+	}
+	if code, v := f.do(t, "GET", "/clients/2001:db8::ffff", ""); code != 200 || v["key"] != "2001:db8::/64" {
+		t.Fatalf("GET another address of the /64 = %d %v", code, v)
+	}
+	if code, v := f.do(t, "PUT", "/clients", `{"clients": {"k-1": {"capacity": 1, "refill_rate": 1}, "::ffff:10.0.0.1": {"capacity": 2, "refill_rate": 1}}}`); code != 200 || v["clients"] != 2.0 {
+		t.Fatalf("bulk PUT = %d %v", code, v)
+	}
+	_, v := f.do(t, "GET", "/clients", "")
+	want := map[string]any{"k-1": map[string]any{"capacity": 1.0, "refill_rate": 1.0}, "10.0.0.1": map[string]any{"capacity": 2.0, "refill_rate": 1.0}}
+	if !reflect.DeepEqual(v["clients"], want) {
+		t.Fatalf("after bulk PUT: %v, want %v", v["clients"], want)
+	}
+	if f.l.HasLimits(KeyIP, "2001:db8::1") || !f.l.HasLimits(KeyIP, "10.0.0.1") {
+		t.Fatal("the limiter does not follow the bulk PUT")
 	}
 }
 
@@ -158,11 +205,7 @@ func TestClientsHandler_ConcurrentPutsAllSurvive(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	again, err := OpenStore(f.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(again.All()); n != 30 {
+	if n := reopen(t, f.path).Len(); n != 30 {
 		t.Fatalf("file holds %d clients after 30 concurrent PUTs", n)
 	}
 	if n := f.l.Stats().Overrides; n != 30 {

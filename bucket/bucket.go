@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"sync/atomic"
 	"time"
@@ -21,16 +22,65 @@ type Limits struct {
 	RefillRate float64 `json:"refill_rate"`
 }
 
-// Validate reports the first problem with l, naming the field as it is
-// spelled in JSON so that config and admin errors point at what to fix.
+// MaxRefillRate is the largest refill_rate accepted, in tokens per second:
+// the configuration's range.
+const MaxRefillRate = 1e9
+
+// Validate reports the first problem with l on its own, naming the field as
+// it is spelled in JSON so that config and admin errors point at what to
+// fix. ValidateFor also checks l against a refill interval.
 func (l Limits) Validate() error {
 	if l.Capacity < 1 || l.Capacity > MaxCapacity {
 		return errors.New("capacity: must be a positive integer at most 8388608")
 	}
-	if !(l.RefillRate > 0) || math.IsInf(l.RefillRate, 0) {
-		return errors.New("refill_rate: must be a positive number")
+	if !(l.RefillRate > 0) || l.RefillRate > MaxRefillRate {
+		return errors.New("refill_rate: must be a positive number of tokens per second, at most 1e9")
 	}
 	return nil
+}
+
+// ValidateFor is Validate for buckets refilled every interval, shared by
+// instances balancers (see Config.Instances). The limiter adds a tick's
+// refill at once and never lets a bucket hold more than its capacity, so a
+// capacity below one tick's refill would silently throw the surplus away
+// (capacity 1 at 50/s and 100ms admits 10 a second, not 50); and a rate
+// below one millionth of a token a tick cannot be counted. Both are refused
+// with what would work instead.
+func (l Limits) ValidateFor(interval time.Duration, instances int) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	n := float64(max(instances, 1))
+	perTick := l.RefillRate * interval.Seconds() / n
+	capacity := math.Ceil(float64(l.Capacity) / n)
+	if perTick > capacity {
+		return fmt.Errorf("capacity: %d is less than one refill (refill_rate %g x refill_interval %s = %g tokens%s), "+
+			"so the bucket would drop the surplus and admit only about %.6g a second: "+
+			"raise capacity to at least %.6g or shorten rate_limit.refill_interval to at most %s",
+			l.Capacity, l.RefillRate, interval, perTick*n, instancesNote(instances),
+			capacity/interval.Seconds()*n, math.Ceil(perTick*n), maxInterval(l, instances))
+	}
+	if perTick*unitsPerToken < 1 {
+		return fmt.Errorf("refill_rate: %g is less than one millionth of a token per refill_interval (%s)%s; "+
+			"the smallest rate is %.6g a second", l.RefillRate, interval, instancesNote(instances),
+			n/unitsPerToken/interval.Seconds())
+	}
+	return nil
+}
+
+func instancesNote(instances int) string {
+	if instances > 1 {
+		return fmt.Sprintf(", shared by %d instances", instances)
+	}
+	return ""
+}
+
+// maxInterval is the longest refill interval at which l's capacity holds a
+// whole tick's refill, rounded down to a millisecond (at least 1ms).
+func maxInterval(l Limits, instances int) time.Duration {
+	n := float64(max(instances, 1))
+	d := time.Duration(math.Ceil(float64(l.Capacity)/n) * n / l.RefillRate * float64(time.Second))
+	return max(d.Truncate(time.Millisecond), time.Millisecond)
 }
 
 // Fixed point: tokens are counted in millionths so that a fractional refill
@@ -38,8 +88,10 @@ func (l Limits) Validate() error {
 // drifts however long a bucket lives.
 const unitsPerToken = 1_000_000
 
-// The state word of a bucket packs tokens (in units, high 44 bits) and the
-// low tickBits of the limiter tick at which those tokens were counted. A
+// The state word of a bucket packs a live flag (the top bit), tokens (in
+// units, the next 43 bits: MaxCapacity tokens fit) and the low tickBits of
+// the limiter tick at which those tokens were counted. Words without the live
+// flag are the table's markers (see table.go). A
 // bucket is therefore one CompareAndSwap away from any update, and tick
 // differences are taken modulo 1<<tickBits: the limiter's sweep rewrites
 // every bucket older than staleTicks long before the difference could wrap
@@ -48,6 +100,7 @@ const (
 	tickBits   = 20
 	tickMask   = 1<<tickBits - 1
 	staleTicks = 1 << 18
+	live       = 1 << 63
 )
 
 // params is an immutable, precomputed Limits for one refill interval. Buckets
@@ -79,29 +132,38 @@ func newParams(lim Limits, interval time.Duration, override bool) *params {
 	return p
 }
 
-// bucket is one client's token bucket. The zero value is an empty bucket at
-// tick 0 that uses the limiter's default limits. All methods are safe for
-// concurrent use; the table only recycles a bucket while no one holds it.
+// bucket is the bucket of a listed client (one with limits of its own) or
+// the shared overflow bucket: a state word and the limits it follows. The
+// buckets of other clients are bare state words in the table's slots and
+// follow the limiter's default.
 type bucket struct {
-	state atomic.Uint64          // tokens<<tickBits | tick&tickMask
-	p     atomic.Pointer[params] // nil: the limiter's default
+	state atomic.Uint64          // see pack; dead once a listing ends
+	p     atomic.Pointer[params] // the limits; never nil once published
 }
 
-func pack(tokens, tick uint64) uint64 { return tokens<<tickBits | tick&tickMask }
+// dead is the state of a listed client's bucket whose listing ended: its
+// tokens have moved back to a table slot, and a request that still holds
+// the bucket must look the client up again.
+const dead = 1
+
+func pack(tokens, tick uint64) uint64 { return live | tokens<<tickBits | tick&tickMask }
+
+// tokensOf returns the tokens, in units, of a live state word.
+func tokensOf(s uint64) uint64 { return s &^ live >> tickBits }
 
 // topUp returns the tokens a bucket in state s holds at tick now: what it
 // held plus one inc for every tick since, never more than capacity. Overflow
-// cannot happen: the difference is below 1<<20, inc and the stored tokens are
-// at most 1<<43.
+// cannot happen: the difference is below 1<<19, inc and the stored tokens are
+// below 1<<43.
 func topUp(s uint64, p *params, now uint64) uint64 {
-	return min(s>>tickBits+elapsed(s, now)*p.inc, p.cap)
+	return min(tokensOf(s)+elapsed(s, now)*p.inc, p.cap)
 }
 
 // elapsed returns the ticks from state s's stamp to now. A caller that loaded
 // now just before a tick can meet a stamp written after it by a faster
 // request: the difference is then "negative", which modulo 1<<20 would look
 // like a very old bucket and refill it to full. Real differences stay below
-// staleTicks plus one sweep cycle (under 1<<19, see Limiter.sweepShard), so a
+// staleTicks plus one sweep cycle (under 1<<19, see Limiter.sweep), so a
 // difference in the upper half means the stamp is ahead, and no time passed.
 func elapsed(s, now uint64) uint64 {
 	if d := (now - s) & tickMask; d < 1<<(tickBits-1) {
@@ -119,38 +181,51 @@ func stamp(s, now uint64) uint64 {
 	return s
 }
 
-// take tops the bucket up to tick now and, when it holds a whole token, takes
-// one, all in one CompareAndSwap. It reports whether a token was taken and
-// the tokens left (on refusal: the tokens there are, less than one). A
-// refusal writes nothing, so a throttled client costs no cache-line
-// ownership.
-func (b *bucket) take(p *params, now uint64) (bool, uint64) {
+// take tops the state word w up to tick now and, when it holds a whole
+// token, takes one, all in one CompareAndSwap. It reports whether a token was
+// taken and the tokens left (on refusal: the tokens there are, less than
+// one), and found false when w holds no live bucket (a marker: the caller
+// looks again). A refusal writes nothing, so a throttled client costs no
+// cache-line ownership.
+func take(w *atomic.Uint64, p *params, now uint64) (ok bool, tokens uint64, found bool) {
 	for {
-		s := b.state.Load()
+		s := w.Load()
+		if s&live == 0 {
+			return false, 0, false
+		}
 		t := topUp(s, p, now)
 		if t < unitsPerToken {
-			return false, t
+			return false, t, true
 		}
 		t -= unitsPerToken
-		if b.state.CompareAndSwap(s, pack(t, stamp(s, now))) {
-			return true, t
+		if w.CompareAndSwap(s, pack(t, stamp(s, now))) {
+			return true, t, true
 		}
 	}
 }
 
-// level returns the tokens the bucket holds at tick now and how many ticks
-// ago it was last written, without writing.
-func (b *bucket) level(p *params, now uint64) (tokens, idle uint64) {
-	s := b.state.Load()
-	return topUp(s, p, now), elapsed(s, now)
-}
-
-// refresh rewrites the bucket as of tick now without changing its meaning:
+// refresh rewrites a live word as of tick now without changing its meaning:
 // the sweep calls it on buckets not written for staleTicks so that tick
 // differences never wrap. A lost race means someone else just wrote it.
-func (b *bucket) refresh(p *params, now uint64) {
-	s := b.state.Load()
-	b.state.CompareAndSwap(s, pack(topUp(s, p, now), stamp(s, now)))
+func refresh(w *atomic.Uint64, p *params, now uint64) {
+	if s := w.Load(); s&live != 0 {
+		w.CompareAndSwap(s, pack(topUp(s, p, now), stamp(s, now)))
+	}
+}
+
+// convert rewrites the live word w, which followed params from, as of tick
+// now for params to: refilled at the old rate up to now, then cut to the new
+// capacity. It reports false when w is not live.
+func convert(w *atomic.Uint64, from, to *params, now uint64) bool {
+	for {
+		s := w.Load()
+		if s&live == 0 {
+			return false
+		}
+		if w.CompareAndSwap(s, pack(min(topUp(s, from, now), to.cap), stamp(s, now))) {
+			return true
+		}
+	}
 }
 
 // ticksFor returns how many ticks it takes p to refill need units.

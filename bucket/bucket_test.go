@@ -78,12 +78,12 @@ func TestBucket_StaleReaderDoesNotRefill(t *testing.T) {
 	p := newParams(Limits{Capacity: 10, RefillRate: 0.001}, DefaultRefillInterval, false)
 	b.state.Store(pack(p.cap, 6))
 	for range 10 {
-		if ok, _ := b.take(p, 6); !ok {
+		if ok, _, _ := take(&b.state, p, 6); !ok {
 			t.Fatal("a full bucket refused")
 		}
 	}
 	// A request that loaded tick 5 before the tick that others stamped.
-	if ok, left := b.take(p, 5); ok || left >= unitsPerToken {
+	if ok, left, _ := take(&b.state, p, 5); ok || left >= unitsPerToken {
 		t.Fatalf("take at an older tick: ok=%v, %d units left; want refused, bucket still empty", ok, left)
 	}
 	if got := b.state.Load() & tickMask; got != 6 {
@@ -117,7 +117,7 @@ func TestRefill_ExactPerTick(t *testing.T) {
 		{"2.5/s: 0.25 a tick", Limits{100, 2.5}, 99, 24},
 		{"50/s: 5 a tick", Limits{100, 50}, 7, 35},
 		{"clamped to capacity", Limits{5, 50}, 10, 5},
-		{"rate beyond capacity per tick", Limits{5, 1e12}, 1, 5},
+		{"rate beyond capacity per tick", Limits{5, 1e9}, 1, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,8 +239,9 @@ func TestLimits_Validate(t *testing.T) {
 		{Limits{0, 1}, "capacity: must be a positive integer at most 8388608"},
 		{Limits{-1, 1}, "capacity: must be a positive integer at most 8388608"},
 		{Limits{MaxCapacity + 1, 1}, "capacity: must be a positive integer at most 8388608"},
-		{Limits{1, 0}, "refill_rate: must be a positive number"},
-		{Limits{1, -2}, "refill_rate: must be a positive number"},
+		{Limits{1, 0}, "refill_rate: must be a positive number of tokens per second, at most 1e9"},
+		{Limits{1, -2}, "refill_rate: must be a positive number of tokens per second, at most 1e9"},
+		{Limits{1, 2e9}, "refill_rate: must be a positive number of tokens per second, at most 1e9"},
 	}
 	for _, tt := range tests {
 		err := tt.lim.Validate()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 
 	"stdlb/bucket"
 )
@@ -34,7 +35,7 @@ func ExampleGate() {
 	g := &bucket.Gate{
 		Limiter:   l,
 		KeyHeader: "X-API-Key",
-		ClientIP:  func(r *http.Request) string { return "192.0.2.1" }, // the balancer's trusted-proxy logic
+		ClientIP:  func(r *http.Request) netip.Addr { return netip.MustParseAddr("192.0.2.1") }, // the balancer's trusted-proxy logic
 	}
 	h := g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "hello")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -42,14 +43,26 @@ func newLogged(cfg Config) (*Limiter, *logBuf) {
 	return New(cfg), w
 }
 
-// tableSize counts the buckets in l's maps, to check the clients counter.
+// tableSize counts the live buckets in l's tables (listed clients apart),
+// to check the clients counter.
 func tableSize(l *Limiter) int {
 	n := 0
 	for i := range l.shards {
 		sh := &l.shards[i]
-		sh.mu.RLock()
-		n += len(sh.keys[KeyIP]) + len(sh.keys[KeyAPI])
-		sh.mu.RUnlock()
+		sh.mu.Lock()
+		n += countLive(&sh.ip) + countLive(&sh.str[KeyIP]) + countLive(&sh.str[KeyAPI])
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+func countLive[K comparable](x *index[K]) int {
+	n := 0
+	t := x.tab.Load()
+	for i := range t.slots {
+		if t.slots[i].state.Load()&live != 0 {
+			n++
+		}
 	}
 	return n
 }
@@ -72,14 +85,14 @@ func TestLimiter_EvictsFullIdleBuckets(t *testing.T) {
 		l.Tick()
 		l.Allow("busy")
 	}
-	if got := l.Stats().Clients; got != 2 {
-		t.Fatalf("Clients = %d after 30 ticks, want 2 (busy and slow)", got)
+	if got := l.Stats().Clients; got != 1 {
+		t.Fatalf("Clients = %d after 30 ticks, want 1 (busy; slow is listed, outside the count)", got)
 	}
 	if got, want := l.Stats().Evictions, uint64(100); got != want {
 		t.Fatalf("Evictions = %d, want %d", got, want)
 	}
-	if got := tableSize(l); got != 2 {
-		t.Fatalf("table holds %d buckets, want 2", got)
+	if got := tableSize(l); got != 1 {
+		t.Fatalf("table holds %d buckets, want 1", got)
 	}
 	if l.Allow("slow") {
 		t.Fatal("slow was admitted: its bucket was evicted while not full")
@@ -314,20 +327,27 @@ func TestLimiter_RejectionSummaryOncePerMinute(t *testing.T) {
 	}
 }
 
-func TestLimiter_RejectionTableIsBounded(t *testing.T) {
+// TestLimiter_RejectionSummaryNamesTheHeavyClient: many clients rejected
+// once each and one rejected often; the summary's total is exact and it
+// names the heavy client first, though it keeps no table of all clients.
+func TestLimiter_RejectionSummaryNamesTheHeavyClient(t *testing.T) {
 	l, logs := newLogged(Config{Default: Limits{Capacity: 1, RefillRate: 0.001}})
-	for i := range maxRejectKeys + 500 {
+	heavy := netip.MustParseAddr("198.51.100.77")
+	l.AllowAddr(heavy)
+	for i := range 1500 {
 		k := fmt.Sprint("c", i)
-		l.Allow(k)
-		l.Allow(k)
+		l.TakeKind(KeyAPI, k)
+		l.TakeKind(KeyAPI, k) // rejected
+		l.AllowAddr(heavy)    // rejected
 	}
 	ticks(l, int(l.minuteTicks))
 	got := logs.lines("rejections")
-	if len(got) != 1 || !strings.Contains(got[0], "clients=1000 ") || !strings.Contains(got[0], "others=500") {
-		t.Fatalf("want 1000 clients and 500 others, got %q", got)
+	if len(got) != 1 || !strings.Contains(got[0], "rejected=3000 ") || !strings.Contains(got[0], `top="ip:198.51.100.77=`) {
+		t.Fatalf("want 3000 rejections with 198.51.100.77 named first, got %q", got)
 	}
-	if n := l.rejKeys.Load(); n != 0 {
-		t.Fatalf("rejKeys = %d after the summary, want 0", n)
+	ticks(l, int(l.minuteTicks))
+	if got := logs.lines("rejections"); len(got) != 1 {
+		t.Fatalf("a summary for a quiet minute: %q", got)
 	}
 }
 

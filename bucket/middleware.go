@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -39,11 +40,11 @@ const DefaultMaxKeyLen = 256
 // zero value is not usable: Limiter and ClientIP are required. A Gate is
 // safe for concurrent use.
 type Gate struct {
-	Limiter        *Limiter                   // required
-	KeyHeader      string                     // e.g. "X-API-Key"; "" keys by IP only
-	MaxKeyLen      int                        // longest KeyHeader value in bytes; 0: DefaultMaxKeyLen; longer is a 400
-	ClientIP       func(*http.Request) string // required: the canonical text of the client's IP address
-	HeadersOnAdmit bool                       // also send RateLimit-Policy and RateLimit on admitted answers
+	Limiter        *Limiter                       // required
+	KeyHeader      string                         // e.g. "X-API-Key"; "" keys by IP only
+	MaxKeyLen      int                            // longest KeyHeader value in bytes; 0: DefaultMaxKeyLen; longer is a 400
+	ClientIP       func(*http.Request) netip.Addr // required: the client's IP address (invalid: one shared client)
+	HeadersOnAdmit bool                           // also send RateLimit-Policy and RateLimit on admitted answers
 	// UnlistedKeysByIP keys a request whose API key has no limits of its
 	// own (is not in the clients file) by its IP address instead, as if it
 	// carried no key. The key header is whatever the client says: unless
@@ -61,10 +62,11 @@ type headerName struct{ raw, canon string }
 
 // Verdict is what Check decided, for the caller and its access log.
 type Verdict struct {
-	Allowed bool    // pass the request on
-	Status  int     // 0 when allowed; else the status Check already answered with (429 or 400)
-	Kind    KeyKind // what Key is
-	Key     string  // the client key; an API key is a secret: log LogKey, not Key
+	Allowed bool       // pass the request on
+	Status  int        // 0 when allowed; else the status Check already answered with (429 or 400)
+	Kind    KeyKind    // what Key is
+	Key     string     // the API key (Kind KeyAPI); a secret: log LogKey, not Key
+	Addr    netip.Addr // the client's address (Kind KeyIP)
 }
 
 // LogKey returns the client key as it may be logged: an IP address as is,
@@ -73,7 +75,7 @@ func (v Verdict) LogKey() string {
 	if v.Kind == KeyAPI {
 		return KeyTag(v.Key)
 	}
-	return v.Key
+	return v.Addr.String()
 }
 
 // KeyTag returns a short stable tag of an API key for logs: the first 8 hex
@@ -84,14 +86,21 @@ func KeyTag(key string) string {
 }
 
 // Check admits or rejects r. The client key is the KeyHeader value when the
-// request has a non-empty one, else ClientIP(r). When it returns with
+// request has a non-empty one, else ClientIP(r) (IPv6: its prefix, see
+// Config.IPv6Prefix). A repeated or over-long KeyHeader is answered 400. When it returns with
 // Allowed false it has written the answer and the request must go no
 // further. For a known client with HeadersOnAdmit false the admitted path
 // allocates nothing beyond what ClientIP does.
 func (g *Gate) Check(w http.ResponseWriter, r *http.Request) Verdict {
 	v := Verdict{Kind: KeyIP}
 	if name := g.keyHeader(); name != "" {
-		if vs := r.Header[name]; len(vs) > 0 && vs[0] != "" {
+		if vs := r.Header[name]; len(vs) > 1 {
+			// The limiter would count one value while the backend sees all:
+			// a client could send a fresh first one each time.
+			writeError(w, http.StatusBadRequest, g.KeyHeader+" header is repeated; send it once")
+			v.Kind, v.Status = KeyAPI, http.StatusBadRequest
+			return v
+		} else if len(vs) == 1 && vs[0] != "" {
 			v.Kind = KeyAPI
 			if max := g.maxKeyLen(); len(vs[0]) > max {
 				writeError(w, http.StatusBadRequest, g.KeyHeader+" header is longer than "+strconv.Itoa(max)+" bytes")
@@ -104,10 +113,16 @@ func (g *Gate) Check(w http.ResponseWriter, r *http.Request) Verdict {
 			}
 		}
 	}
+	var ok, shared bool
+	var t uint64
+	var p *params
 	if v.Kind == KeyIP {
-		v.Key = g.ClientIP(r)
+		a := g.ClientIP(r)
+		ok, t, p, shared = g.Limiter.takeAddr(a)
+		v.Addr = a
+	} else {
+		ok, t, p, shared = g.Limiter.takeKind(KeyAPI, v.Key)
 	}
-	ok, t, p, shared := g.Limiter.take(v.Kind, v.Key)
 	if ok {
 		if g.HeadersOnAdmit {
 			SetHeaders(w.Header(), p.decide(ok, t, shared))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -15,7 +16,7 @@ func newGate(lim Limits, ip string) *Gate {
 		Limiter:   New(Config{Default: lim}),
 		KeyHeader: "X-API-Key",
 		MaxKeyLen: 16,
-		ClientIP:  func(*http.Request) string { return ip },
+		ClientIP:  func(*http.Request) netip.Addr { return netip.MustParseAddr(ip) },
 	}
 }
 
@@ -48,7 +49,11 @@ func TestGate_ClientKey(t *testing.T) {
 			}
 			w := httptest.NewRecorder()
 			v := g.Check(w, r)
-			if v.Kind != tt.wantKind || v.Key != tt.wantKey || v.Status != tt.wantStatus {
+			key := v.Key
+			if v.Kind == KeyIP {
+				key = v.Addr.String()
+			}
+			if v.Kind != tt.wantKind || key != tt.wantKey || v.Status != tt.wantStatus {
 				t.Fatalf("Check = %+v, want kind %v key %q status %d", v, tt.wantKind, tt.wantKey, tt.wantStatus)
 			}
 			g.Wrap(next).ServeHTTP(httptest.NewRecorder(), r)
@@ -158,7 +163,7 @@ func TestKeyTag(t *testing.T) {
 	if v.LogKey() != a {
 		t.Fatalf("LogKey = %q, want the tag %q", v.LogKey(), a)
 	}
-	if v := (Verdict{Kind: KeyIP, Key: "192.0.2.1"}); v.LogKey() != "192.0.2.1" {
+	if v := (Verdict{Kind: KeyIP, Addr: netip.MustParseAddr("192.0.2.1")}); v.LogKey() != "192.0.2.1" {
 		t.Fatalf("LogKey of an IP = %q", v.LogKey())
 	}
 }
@@ -178,7 +183,7 @@ func TestGate_UnlistedKeysByIP(t *testing.T) {
 			r.Header.Set("X-API-Key", fmt.Sprintf("made-up-%d", i))
 			if v := g.Check(httptest.NewRecorder(), r); v.Allowed {
 				admitted++
-				if byIP && (v.Kind != KeyIP || v.Key != "198.51.100.9") {
+				if byIP && (v.Kind != KeyIP || v.Addr.String() != "198.51.100.9") {
 					t.Fatalf("unlisted key verdict %+v, want keyed by IP", v)
 				}
 			}

@@ -1,319 +1,370 @@
 package bucket
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
-	"math"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
-// Store is the durable set of per-client limits: the clients file, in the
-// form {"clients": {"<key>": {"capacity": 10, "refill_rate": 1}, ...}} with
-// keys sorted. Every change is on disk before the method returns: written to
-// a temporary file in the same directory, fsynced, renamed over the file and
-// the directory fsynced, so a crash leaves the old file or the new one, never
-// a torn one. The file is created with mode 0600: it names API keys.
+// Store is the durable set of listed clients' limits: the clients file,
+// {"clients": {"<key>": {"capacity": 10, "refill_rate": 1}, ...}}, which an
+// operator may edit by hand, and beside it a change log (see storelog.go).
 //
-// Create a Store with OpenStore; the zero value is not usable. A Store is
-// safe for concurrent use; changes are serialised, none is lost.
+// A change (Put, Delete) is appended to the log and fsynced before the
+// method returns: its cost does not grow with the number of clients. Run
+// folds the log into a new clients file in the background (written to a
+// temporary file, fsynced, renamed over the old one, the directory fsynced)
+// a second after changes stop, or every 4096 changes, and on shutdown. A
+// crash at any point leaves a clients file and a log that together hold
+// every acknowledged change; a torn last log line is dropped. Replace writes
+// a whole new set the same way, atomically. Files are created 0600: they
+// name API keys. A symlinked clients file is written through to its target.
+//
+// The Store never overwrites a clients file it did not write or read last:
+// when the file changed on disk (size, modification time or inode), changes
+// fail with ErrChangedOnDisk until Reload reads it. Reload keeps the logged
+// changes the hand edit did not touch, and logs the keys where the edit
+// overruled one.
+//
+// Keys are kept in canonical form (Limiter.CanonicalKey), limits checked
+// with Limiter.Check, and every change is applied to the Limiter in the
+// order it is made on disk. A Store is safe for concurrent use; changes are
+// serialised. Create it with OpenStore; the zero value is not usable.
 type Store struct {
-	path   string
-	rename func(oldpath, newpath string) error // os.Rename; tests make it fail
+	path string // clients_file as configured
+	l    *Limiter
+	kick chan struct{} // a change was logged: Run compacts soon
 
-	// mu guards m and serialises writes of the file. It is held across the
-	// file I/O on purpose: that is what makes concurrent changes safe, and
-	// the admin API is not on the request path.
-	mu sync.Mutex
-	m  map[string]Limits // never modified in place: writes build a new map
+	// mu guards everything below and serialises writes. It is held across
+	// the file I/O of a change on purpose: an fsync of one log line is
+	// short, and the admin API is not on the request path.
+	mu      sync.Mutex
+	file    string      // the file written: path, or its symlink's target
+	fileFI  fs.FileInfo // the clients file as last read or written; nil: absent
+	log     *os.File    // the change log, open for appending
+	logFI   fs.FileInfo
+	logSize int64
+	base    string            // hash of the clients file the log extends
+	m       map[string]Limits // the current set; changed in place under mu
+	seq     uint64            // last change logged
+	recent  []logRecord       // changes logged since the clients file was written
+	folded  uint64            // the last change the clients file holds
+	warned  bool              // the file's change on disk has been logged
+
+	// Compaction thresholds; tests lower them.
+	compactAfter time.Duration
+	compactEvery int
 }
 
-// OpenStore reads the clients file at path. A missing file is an empty set,
-// created on the first change. A bad file is an error naming the problem,
-// e.g. `clients file x.json: clients["abc"].capacity: must be a positive
-// integer at most 8388608`. Temporary files left by a crash mid-write are
-// removed.
-func OpenStore(path string) (*Store, error) {
-	m, err := readClients(path)
-	if err != nil {
+// ErrChangedOnDisk is returned (wrapped) by changes made while the clients
+// file has been changed on disk since the Store read or wrote it.
+var ErrChangedOnDisk = errors.New("changed on disk since the balancer read it")
+
+// OpenStore reads the clients file at path and its change log, checks
+// every entry for l and applies the set to l (SetOverrides). A missing file
+// is an empty set. A bad file is an error naming each problem, e.g.
+// `clients file x.json: clients["abc"].capacity: must be a positive integer
+// at most 8388608`; nothing is written then. Temporary files left by a
+// crash are removed.
+func OpenStore(path string, l *Limiter) (*Store, error) {
+	s := &Store{path: path, l: l, kick: make(chan struct{}, 1), compactAfter: time.Second, compactEvery: 4096}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.load(); err != nil {
 		return nil, err
 	}
-	dir, base := filepath.Split(path)
-	if ents, err := os.ReadDir(filepath.Clean(dir + ".")); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), tempPrefix(base)) {
-				os.Remove(filepath.Join(dir, e.Name()))
+	return s, nil
+}
+
+// CheckClientsFile reads the clients file at path and its log as
+// OpenStore does, for l, without writing anything, and returns how many
+// clients it lists.
+func CheckClientsFile(path string, l *Limiter) (int, error) {
+	file, err := resolve(path)
+	if err != nil {
+		return 0, fmt.Errorf("clients file %s: %w", path, err)
+	}
+	m, _, _, _, _, err := read(file, l)
+	return len(m), err
+}
+
+// read returns the set that the clients file at file and its log hold, the
+// file's hash, its FileInfo (nil: absent), the log's records and good
+// length, and the keys where a hand edit overruled a logged change.
+func read(file string, l *Limiter) (m map[string]Limits, h string, fi fs.FileInfo, recs []logRecord, overruled []string, err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("clients file %s: %w", file, err)
+		}
+	}()
+	data, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		data, err = nil, nil
+	} else if err == nil {
+		fi, err = os.Stat(file)
+	}
+	if err != nil {
+		return nil, "", nil, nil, nil, err
+	}
+	if m, err = parseClients(data, l); err != nil {
+		return nil, "", nil, nil, nil, err
+	}
+	h = hashOf(data)
+	recs, _, err = readLog(file + ".log")
+	if err != nil {
+		return nil, "", nil, nil, nil, err
+	}
+	for _, r := range recs {
+		if r.isChange() && r.Set != nil {
+			if err := l.Check(*r.Set); err != nil {
+				return nil, "", nil, nil, nil, fmt.Errorf("change log: %q: %w", r.Key, err)
 			}
 		}
 	}
-	return &Store{path: path, rename: os.Rename, m: m}, nil
+	if !replay(m, h, recs) {
+		overruled = merge(m, recs)
+	}
+	return m, h, fi, recs, overruled, nil
 }
 
-func tempPrefix(base string) string { return "." + base + ".tmp-" }
+// load (re)reads the files, applies the set to the Limiter and makes the
+// files consistent: a torn log tail is cut off, and a clients file edited
+// by hand is folded with the log into a new clients file. Caller holds mu.
+// On error nothing changes.
+func (s *Store) load() error {
+	file, err := resolve(s.path)
+	if err != nil {
+		return fmt.Errorf("clients file %s: %w", s.path, err)
+	}
+	m, h, fi, recs, overruled, err := read(file, s.l)
+	if err != nil {
+		return err
+	}
+	removeTemps(file)
+	if s.log != nil {
+		s.log.Close()
+		s.log = nil
+	}
+	s.file, s.fileFI, s.m, s.warned = file, fi, m, false
+	for _, k := range overruled {
+		s.l.log.Warn("clients file: edited by hand where a change made through the admin API was not yet in it; the hand edit stands",
+			"client", logKey(k))
+	}
+	s.l.SetOverrides(m)
+	s.seq, s.folded = 0, 0
+	for _, r := range recs {
+		s.seq = max(s.seq, r.Seq, r.Through)
+	}
+	if len(recs) > 0 && len(overruled) == 0 && replay(map[string]Limits{}, h, recs) && recs[0].Base != "" {
+		// The log extends this file: go on appending to it.
+		s.base, s.recent = recs[0].Base, nil
+		for _, r := range recs {
+			if r.isChange() {
+				s.recent = append(s.recent, r)
+			}
+		}
+		return s.openLog()
+	}
+	// A log that does not extend this file: the file was edited by hand.
+	// Write the set (the edit with the log's other changes) as the clients
+	// file, marking the old log first, and start a new log.
+	if len(recs) > 0 {
+		if err := s.openLog(); err != nil {
+			return err
+		}
+		return s.install(encodeClients(m), "", s.seq)
+	}
+	// No log: one is started with the first change.
+	s.base, s.recent = h, nil
+	return nil
+}
 
-// Path returns the file the Store keeps.
+func removeTemps(file string) {
+	dir, prefix := tempPlace(file)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// openLog opens the existing log for appending, cutting off a torn tail.
+func (s *Store) openLog() error {
+	logPath := s.file + ".log"
+	_, good, err := readLog(logPath)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(logPath, os.O_WRONLY, 0o600)
+	if err == nil {
+		if err = f.Truncate(good); err == nil {
+			_, err = f.Seek(good, 0)
+		}
+	}
+	if err == nil {
+		s.logFI, err = f.Stat()
+	}
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return fmt.Errorf("clients file %s: change log: %w", s.file, err)
+	}
+	s.log, s.logSize = f, good
+	return nil
+}
+
+// newLog replaces the log with one extending s.base and holding recs,
+// durably. Caller holds mu.
+func (s *Store) newLog(recs []logRecord) error {
+	data := encodeRecord(logRecord{Base: s.base})
+	for _, r := range recs {
+		data = append(data, encodeRecord(r)...)
+	}
+	dir, prefix := tempPlace(s.file)
+	tmp, err := writeFileSync(dir, prefix, data)
+	if err == nil {
+		if err = os.Rename(tmp, s.file+".log"); err != nil {
+			os.Remove(tmp)
+		}
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("clients file %s: change log: %w", s.file, err)
+	}
+	if s.log != nil {
+		s.log.Close()
+		s.log = nil
+	}
+	return s.openLog()
+}
+
+// install makes data (the clients file's new contents, holding every
+// change up to through) the clients file: written to a temporary file
+// unless tmp names one already, a marker logged, renamed into place, the
+// directory fsynced, and a new log started with the changes after through.
+// Caller holds mu.
+func (s *Store) install(data []byte, tmp string, through uint64) error {
+	dir, prefix := tempPlace(s.file)
+	var err error
+	if tmp == "" {
+		if tmp, err = writeFileSync(dir, prefix, data); err != nil {
+			return fmt.Errorf("clients file %s: %w", s.file, err)
+		}
+	}
+	h := hashOf(data)
+	if s.log != nil {
+		if err := s.appendLog(logRecord{Snap: h, Through: through}); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+	}
+	if err := os.Rename(tmp, s.file); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("clients file %s: %w", s.file, err)
+	}
+	err = syncDir(dir)
+	if fi, serr := os.Stat(s.file); serr == nil {
+		s.fileFI = fi
+	}
+	if err != nil {
+		return fmt.Errorf("clients file %s: %w", s.file, err)
+	}
+	var rest []logRecord
+	for _, r := range s.recent {
+		if r.Seq > through {
+			rest = append(rest, r)
+		}
+	}
+	s.base, s.recent, s.folded = h, rest, through
+	return s.newLog(rest)
+}
+
+// appendLog writes one record to the log and fsyncs it. On error the log
+// is cut back to where it was. Caller holds mu.
+func (s *Store) appendLog(r logRecord) error {
+	line := encodeRecord(r)
+	_, err := s.log.Write(line)
+	if err == nil {
+		err = s.log.Sync()
+	}
+	if err != nil {
+		s.log.Truncate(s.logSize)
+		s.log.Seek(s.logSize, 0)
+		return fmt.Errorf("clients file %s: change log: %w", s.file, err)
+	}
+	s.logSize += int64(len(line))
+	return nil
+}
+
+// changedOnDisk reports whether the clients file or its log is not the one
+// the Store last read or wrote. Caller holds mu.
+func (s *Store) changedOnDisk() bool {
+	fi, err := os.Stat(s.file)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if s.fileFI != nil {
+			return true
+		}
+	case err != nil || s.fileFI == nil:
+		return true
+	case !os.SameFile(fi, s.fileFI) || fi.Size() != s.fileFI.Size() || !fi.ModTime().Equal(s.fileFI.ModTime()):
+		return true
+	}
+	if s.log == nil {
+		return false
+	}
+	lfi, err := os.Stat(s.file + ".log")
+	return err != nil || !os.SameFile(lfi, s.logFI)
+}
+
+func (s *Store) conflict() error {
+	if !s.warned {
+		s.warned = true
+		s.l.log.Warn("clients file changed on disk since the balancer read it: admin changes are refused until a reload reads it",
+			"clients_file", s.file)
+	}
+	return fmt.Errorf("clients file %s: %w; reload (SIGHUP or POST /reload) to take the edit, then retry: %w",
+		s.file, ErrChangedOnDisk, errNothingWritten)
+}
+
+var errNothingWritten = errors.New("nothing was written")
+
+// Path returns the clients file as configured.
 func (s *Store) Path() string { return s.path }
 
-// All returns a copy of every client's limits.
+// Len returns how many clients are listed.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
+// All returns a copy of every listed client's limits.
 func (s *Store) All() map[string]Limits {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return maps.Clone(s.m)
 }
 
-// Get returns key's limits and whether it has any.
+// Get returns the limits of the client key (in any spelling) and whether
+// it has any.
 func (s *Store) Get(key string) (Limits, bool) {
+	c, err := s.l.checkKey(key)
+	if err != nil {
+		return Limits{}, false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	lim, ok := s.m[key]
+	lim, ok := s.m[c]
 	return lim, ok
-}
-
-// Put sets key's limits, durably before it returns.
-func (s *Store) Put(key string, lim Limits) error {
-	_, err := s.update(key, &lim, nil)
-	return err
-}
-
-// Delete removes key's limits, durably before it returns, and reports
-// whether it had any.
-func (s *Store) Delete(key string) (existed bool, err error) {
-	return s.update(key, nil, nil)
-}
-
-// update sets (lim != nil) or removes key's limits, writes the file and then
-// runs apply, all under mu so that the order of changes on disk and in the
-// Limiter is the same. On error nothing has changed, except in one case: the
-// rename succeeded but the directory fsync failed. The file then has the
-// change, so the Store and apply follow it, and the error is still returned
-// because durability is not confirmed.
-func (s *Store) update(key string, lim *Limits, apply func()) (existed bool, err error) {
-	if err := ValidateKey(key); err != nil {
-		return false, err
-	}
-	if lim != nil {
-		if err := lim.Validate(); err != nil {
-			return false, err
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, existed = s.m[key]
-	if lim == nil && !existed {
-		return false, nil
-	}
-	next := maps.Clone(s.m)
-	if lim != nil {
-		next[key] = *lim
-	} else {
-		delete(next, key)
-	}
-	renamed, err := s.write(next)
-	if renamed {
-		s.m = next
-		if apply != nil {
-			apply()
-		}
-	}
-	return existed, err
-}
-
-// Reload re-reads the file (on SIGHUP) and returns its contents. On error
-// the Store keeps the set it had.
-func (s *Store) Reload() (map[string]Limits, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m, err := readClients(s.path)
-	if err != nil {
-		return nil, err
-	}
-	s.m = m
-	return maps.Clone(m), nil
-}
-
-// ReloadInto is Reload followed by l.SetOverrides, with no admin change
-// able to slip in between. Use it on SIGHUP (and at start) rather than
-// Reload and SetOverrides apart. On error neither changes.
-func (s *Store) ReloadInto(l *Limiter) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m, err := readClients(s.path)
-	if err != nil {
-		return err
-	}
-	s.m = m
-	l.SetOverrides(m)
-	return nil
-}
-
-// write replaces the file with m atomically and durably and reports whether
-// the new file took the old one's place. Caller holds mu.
-func (s *Store) write(m map[string]Limits) (renamed bool, err error) {
-	data, err := json.MarshalIndent(clientsFile{m}, "", "  ")
-	if err != nil {
-		return false, fmt.Errorf("clients file %s: %w", s.path, err)
-	}
-	dir, base := filepath.Split(s.path)
-	dir = filepath.Clean(dir + ".")
-	f, err := os.CreateTemp(dir, tempPrefix(base)+"*")
-	if err != nil {
-		return false, fmt.Errorf("clients file %s: %w", s.path, err)
-	}
-	defer func() {
-		if err != nil {
-			if !renamed {
-				os.Remove(f.Name())
-			}
-			err = fmt.Errorf("clients file %s: %w", s.path, err)
-		}
-	}()
-	_, err = f.Write(append(data, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return false, err
-	}
-	if err = s.rename(f.Name(), s.path); err != nil {
-		return false, err
-	}
-	// The rename is only durable once the directory entry is.
-	d, err := os.Open(dir)
-	if err != nil {
-		return true, err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return true, err
-}
-
-type clientsFile struct {
-	Clients map[string]Limits `json:"clients"`
-}
-
-func readClients(path string) (map[string]Limits, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return map[string]Limits{}, nil
-	}
-	if err == nil {
-		var m map[string]Limits
-		if m, err = parseClients(data); err == nil {
-			return m, nil
-		}
-	}
-	return nil, fmt.Errorf("clients file %s: %w", path, err)
-}
-
-// parseClients reads a clients file strictly: unknown fields, bad keys and
-// bad limits are errors with the path of the field. An empty file is an
-// empty set.
-func parseClients(data []byte) (map[string]Limits, error) {
-	if len(bytes.TrimSpace(data)) == 0 {
-		return map[string]Limits{}, nil
-	}
-	var f struct {
-		Clients map[string]json.RawMessage `json:"clients"`
-	}
-	if err := decodeStrict(data, &f); err != nil {
-		return nil, err
-	}
-	m := make(map[string]Limits, len(f.Clients))
-	for _, k := range slices.Sorted(maps.Keys(f.Clients)) {
-		if err := ValidateKey(k); err != nil {
-			return nil, fmt.Errorf("clients[%q]: %w", k, err)
-		}
-		lim, err := ParseLimits(f.Clients[k])
-		if err != nil {
-			sep := ": "
-			if msg := err.Error(); strings.HasPrefix(msg, "capacity:") || strings.HasPrefix(msg, "refill_rate:") {
-				sep = "."
-			}
-			return nil, fmt.Errorf("clients[%q]%s%w", k, sep, err)
-		}
-		m[k] = lim
-	}
-	return m, nil
-}
-
-// ParseLimits reads {"capacity": 10, "refill_rate": 1} strictly: both fields
-// required, capacity an integer literal, no other fields. Errors start with
-// the field name ("capacity: must be a positive integer ...").
-func ParseLimits(data []byte) (Limits, error) {
-	var v struct {
-		Capacity   json.RawMessage `json:"capacity"`
-		RefillRate json.RawMessage `json:"refill_rate"`
-	}
-	var lim Limits
-	if err := decodeStrict(data, &v); err != nil {
-		return lim, err
-	}
-	if len(v.Capacity) == 0 || string(v.Capacity) == "null" {
-		return lim, errors.New("capacity: required")
-	}
-	if len(v.RefillRate) == 0 || string(v.RefillRate) == "null" {
-		return lim, errors.New("refill_rate: required")
-	}
-	c, err := strconv.ParseInt(string(v.Capacity), 10, 64)
-	if err != nil || c < 1 || c > MaxCapacity {
-		return lim, errors.New("capacity: must be a positive integer at most 8388608")
-	}
-	r, err := strconv.ParseFloat(string(v.RefillRate), 64)
-	if err != nil || !(r > 0) || math.IsInf(r, 0) {
-		return lim, errors.New("refill_rate: must be a positive number")
-	}
-	lim = Limits{Capacity: c, RefillRate: r}
-	return lim, lim.Validate()
-}
-
-// decodeStrict decodes one JSON object into v, refusing unknown fields and
-// trailing data, with errors a person can read.
-func decodeStrict(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field == "" {
-			return fmt.Errorf("must be a JSON object, not %s", te.Value)
-		} else if te != nil {
-			return fmt.Errorf("%s: must be a JSON object, not %s", te.Field, te.Value)
-		}
-		return errors.New(strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("unexpected data after the JSON object")
-	}
-	return nil
-}
-
-// ValidateKey reports whether key can name a client: not empty, at most
-// DefaultMaxKeyLen bytes, no control characters.
-func ValidateKey(key string) error {
-	switch {
-	case key == "":
-		return errors.New("key: must not be empty")
-	case len(key) > DefaultMaxKeyLen:
-		return fmt.Errorf("key: must be at most %d bytes", DefaultMaxKeyLen)
-	case strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return errors.New("key: must not contain control characters")
-	case key == "." || key == "..":
-		// They cannot be addressed as /clients/{key}: HTTP path cleaning
-		// turns them into other paths.
-		return errors.New(`key: "." and ".." are not allowed`)
-	}
-	return nil
 }

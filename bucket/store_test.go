@@ -1,6 +1,7 @@
 package bucket
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,44 +12,74 @@ import (
 	"testing"
 )
 
+func newStoreLimiter() *Limiter { return New(Config{Default: Limits{Capacity: 100, RefillRate: 50}}) }
+
 func openTemp(t *testing.T) (*Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "clients.json")
-	s, err := OpenStore(path)
+	s, err := OpenStore(path, newStoreLimiter())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, path
 }
 
-func TestStore_PersistsAcrossRestart(t *testing.T) {
-	s, path := openTemp(t)
-	if err := s.Put("k-1", Limits{10, 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put("192.0.2.1", Limits{5, 0.1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put("k-1", Limits{20, 2}); err != nil {
-		t.Fatal(err)
-	}
-	if existed, err := s.Delete("192.0.2.1"); !existed || err != nil {
-		t.Fatalf("Delete = %v, %v", existed, err)
-	}
-	again, err := OpenStore(path)
+func reopen(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := OpenStore(path, newStoreLimiter())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := again.All(), map[string]Limits{"k-1": {20, 2}}; !reflect.DeepEqual(got, want) {
+	return s
+}
+
+func mustPut(t *testing.T, s *Store, key string, lim Limits) {
+	t.Helper()
+	if _, err := s.Put(key, lim); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStore_PersistsAcrossRestart(t *testing.T) {
+	s, path := openTemp(t)
+	mustPut(t, s, "k-1", Limits{10, 1})
+	mustPut(t, s, "192.0.2.1", Limits{5, 0.1})
+	mustPut(t, s, "k-1", Limits{20, 2})
+	if _, existed, err := s.Delete("192.0.2.1"); !existed || err != nil {
+		t.Fatalf("Delete = %v, %v", existed, err)
+	}
+	// Before any compaction: the log alone holds the changes.
+	if got, want := reopen(t, path).All(), map[string]Limits{"k-1": {20, 2}}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("after a restart: %v, want %v", got, want)
 	}
-	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("file mode %v (%v), want 0600: it holds API keys", fi.Mode(), err)
+	s = reopen(t, path)
+	mustPut(t, s, "k-2", Limits{3, 1})
+	s.compact()
+	for _, f := range []string{path, path + ".log"} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: mode %v (%v), want 0600: it holds API keys", f, fi.Mode(), err)
+		}
 	}
 	data, _ := os.ReadFile(path)
-	if want := "{\n  \"clients\": {\n    \"k-1\": {\n      \"capacity\": 20,\n      \"refill_rate\": 2\n    }\n  }\n}\n"; string(data) != want {
+	if want := "{\n  \"clients\": {\n    \"k-1\": {\n      \"capacity\": 20,\n      \"refill_rate\": 2\n    },\n    \"k-2\": {\n      \"capacity\": 3,\n      \"refill_rate\": 1\n    }\n  }\n}\n"; string(data) != want {
 		t.Fatalf("file:\n%s\nwant:\n%s", data, want)
+	}
+	if got := reopen(t, path).All(); len(got) != 2 {
+		t.Fatalf("after compaction and a restart: %v", got)
+	}
+}
+
+func TestStore_RunCompactsOnShutdown(t *testing.T) {
+	s, path := openTemp(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	mustPut(t, s, "k-1", Limits{10, 1})
+	cancel()
+	<-done
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), `"k-1"`) {
+		t.Fatalf("clients file after Run returned:\n%s", data)
 	}
 }
 
@@ -60,7 +91,7 @@ func TestOpenStore_MissingFileIsEmpty(t *testing.T) {
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("OpenStore created the file: %v", err)
 	}
-	if existed, err := s.Delete("nobody"); existed || err != nil {
+	if _, existed, err := s.Delete("nobody"); existed || err != nil {
 		t.Fatalf("Delete of nothing = %v, %v", existed, err)
 	}
 }
@@ -71,8 +102,15 @@ func TestOpenStore_BadFile(t *testing.T) {
 		{`{"clients": {"abc": {"capacity": 1.5, "refill_rate": 1}}}`, `clients["abc"].capacity: must be a positive integer`},
 		{`{"clients": {"abc": {"capacity": "10", "refill_rate": 1}}}`, `clients["abc"].capacity: must be a positive integer`},
 		{`{"clients": {"abc": {"capacity": 1, "refill_rate": -1}}}`, `clients["abc"].refill_rate: must be a positive number`},
+		{`{"clients": {"abc": {"capacity": 1, "refill_rate": 2e9}}}`, `clients["abc"].refill_rate: must be a positive number`},
 		{`{"clients": {"abc": {"capacity": 1}}}`, `clients["abc"].refill_rate: required`},
 		{`{"clients": {"abc": {"capacity": 1, "refill_rate": 1, "burst": 2}}}`, `clients["abc"]: unknown field "burst"`},
+		{`{"clients": {"abc": {"Capacity": 1, "refill_rate": 1}}}`, `clients["abc"]: unknown field "Capacity"`},
+		{`{"clients": {"abc": {"capacity": 1, "capacity": 2, "refill_rate": 1}}}`, `clients["abc"]: "capacity": given twice`},
+		{`{"clients": {"abc": {"capacity": 1, "refill_rate": 1}, "abc": {"capacity": 2, "refill_rate": 1}}}`, `clients: "abc": given twice`},
+		{`{"clients": {"1.2.3.4": {"capacity": 1, "refill_rate": 1}, "::ffff:1.2.3.4": {"capacity": 2, "refill_rate": 1}}}`, `clients["::ffff:1.2.3.4"]: the same client as clients["1.2.3.4"]`},
+		{`{"clients": {"2001:DB8::1": {"capacity": 1, "refill_rate": 1}, "2001:db8::2": {"capacity": 2, "refill_rate": 1}}}`, `clients["2001:db8::2"]: the same client as clients["2001:DB8::1"] (both are 2001:db8::/64)`},
+		{`{"clients": {"abc": {"capacity": 1, "refill_rate": 50}}}`, `clients["abc"].capacity: 1 is less than one refill (refill_rate 50 x refill_interval 100ms = 5 tokens)`},
 		{`{"clients": {"abc": 5}}`, `clients["abc"]: must be a JSON object, not number`},
 		{`{"clients": {"": {"capacity": 1, "refill_rate": 1}}}`, `clients[""]: key: must not be empty`},
 		{`{"client": {}}`, `unknown field "client"`},
@@ -82,9 +120,12 @@ func TestOpenStore_BadFile(t *testing.T) {
 	for _, tt := range tests {
 		path := filepath.Join(t.TempDir(), "x.json")
 		os.WriteFile(path, []byte(tt.content), 0o600)
-		_, err := OpenStore(path)
+		_, err := OpenStore(path, newStoreLimiter())
 		if want := "clients file " + path + ": " + tt.want; err == nil || !strings.HasPrefix(err.Error(), want) {
 			t.Errorf("%s: OpenStore error %v, want %q", tt.content, err, want)
+		}
+		if n, err := CheckClientsFile(path, newStoreLimiter()); err == nil {
+			t.Errorf("%s: CheckClientsFile = %d, nil", tt.content, n)
 		}
 	}
 }
@@ -94,17 +135,16 @@ func TestStore_ConcurrentPutsAllSurvive(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 40 {
 		wg.Go(func() {
-			if err := s.Put(fmt.Sprint("k-", i), Limits{int64(i + 1), 1}); err != nil {
+			if _, err := s.Put(fmt.Sprint("k-", i), Limits{int64(i + 1), 1}); err != nil {
 				t.Error(err)
+			}
+			if i%10 == 0 {
+				s.compact()
 			}
 		})
 	}
 	wg.Wait()
-	again, err := OpenStore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := again.All()
+	got := reopen(t, path).All()
 	for i := range 40 {
 		if lim := got[fmt.Sprint("k-", i)]; lim.Capacity != int64(i+1) {
 			t.Errorf("k-%d = %+v: lost", i, lim)
@@ -112,73 +152,153 @@ func TestStore_ConcurrentPutsAllSurvive(t *testing.T) {
 	}
 }
 
-func TestStore_FailedRenameLeavesOldFile(t *testing.T) {
+func TestStore_FailedWriteChangesNothing(t *testing.T) {
 	s, path := openTemp(t)
-	if err := s.Put("k-1", Limits{10, 1}); err != nil {
-		t.Fatal(err)
+	mustPut(t, s, "k-1", Limits{10, 1})
+	s.log.Close() // every write to the log fails from now on
+	if _, err := s.Put("k-1", Limits{99, 9}); err == nil {
+		t.Fatal("Put succeeded with a failing log")
 	}
-	before, _ := os.ReadFile(path)
-	s.rename = func(string, string) error { return errors.New("disk on fire") }
-	if err := s.Put("k-1", Limits{99, 9}); err == nil || !strings.Contains(err.Error(), "disk on fire") {
-		t.Fatalf("Put = %v, want the rename error", err)
-	}
-	if _, err := s.Delete("k-1"); err == nil {
-		t.Fatal("Delete succeeded with a failing rename")
-	}
-	after, _ := os.ReadFile(path)
-	if string(before) != string(after) {
-		t.Fatalf("file changed by a failed write:\n%s", after)
+	if _, _, err := s.Delete("k-1"); err == nil {
+		t.Fatal("Delete succeeded with a failing log")
 	}
 	if lim, _ := s.Get("k-1"); lim != (Limits{10, 1}) {
-		t.Fatalf("Get = %+v after a failed write, want the old limits", lim)
+		t.Fatalf("Get = %+v after failed writes, want the old limits", lim)
 	}
-	ents, _ := os.ReadDir(filepath.Dir(path))
-	if len(ents) != 1 {
-		t.Fatalf("directory holds %d files, want the clients file alone: temp files leak", len(ents))
+	if d := s.l.TakeKind(KeyAPI, "k-1"); d.Limit != 10 {
+		t.Fatalf("limiter: %+v, want the old limit 10", d)
 	}
-}
-
-func TestOpenStore_IgnoresTornTempFile(t *testing.T) {
-	s, path := openTemp(t)
-	s.Put("k-1", Limits{10, 1})
-	// A crash mid-write leaves a partial temp file beside the intact one.
-	torn := filepath.Join(filepath.Dir(path), ".clients.json.tmp-12345")
-	os.WriteFile(torn, []byte(`{"clients": {"k-1": {"capac`), 0o600)
-	again, err := OpenStore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lim, _ := again.Get("k-1"); lim != (Limits{10, 1}) {
-		t.Fatalf("Get = %+v, want the last complete write", lim)
-	}
-	if _, err := os.Stat(torn); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("leftover temp file not removed: %v", err)
+	if got := reopen(t, path).All(); !reflect.DeepEqual(got, map[string]Limits{"k-1": {10, 1}}) {
+		t.Fatalf("on disk after failed writes: %v", got)
 	}
 }
 
-func TestStore_ReloadKeepsOldSetOnError(t *testing.T) {
+// TestStore_TornLogTailLosesOnlyTheTornChange cuts the log at every byte:
+// the store opens with exactly the changes whose lines are whole.
+func TestStore_TornLogTailLosesOnlyTheTornChange(t *testing.T) {
 	s, path := openTemp(t)
-	s.Put("k-1", Limits{10, 1})
-	l := New(Config{})
-	os.WriteFile(path, []byte(`{"clients": {"k-2": {"capacity": 0, "refill_rate": 1}}}`), 0o600)
-	if _, err := s.Reload(); err == nil {
-		t.Fatal("Reload of a bad file succeeded")
+	for i := range 5 {
+		mustPut(t, s, fmt.Sprint("k-", i), Limits{int64(i + 1), 1})
 	}
-	if err := s.ReloadInto(l); err == nil {
-		t.Fatal("ReloadInto of a bad file succeeded")
+	full, _ := os.ReadFile(path + ".log")
+	for cut := range len(full) {
+		os.WriteFile(path+".log", full[:cut], 0o600)
+		got, err := OpenStore(path, newStoreLimiter())
+		if err != nil {
+			t.Fatalf("log cut at %d of %d bytes: %v", cut, len(full), err)
+		}
+		whole := strings.Count(string(full[:cut]), "\n") - 1 // the header line is no change
+		if n := got.Len(); n != max(whole, 0) {
+			t.Logf("%q", full[:cut])
+			t.Fatalf("log cut at %d: %d clients, want %d (the whole lines)", cut, n, whole)
+		}
 	}
-	if got := s.All(); !reflect.DeepEqual(got, map[string]Limits{"k-1": {10, 1}}) {
-		t.Fatalf("after a failed reload: %v, want the old set", got)
+	os.WriteFile(path+".log", append([]byte("00000000 {}\n"), full...), 0o600)
+	if _, err := OpenStore(path, newStoreLimiter()); err == nil || !strings.Contains(err.Error(), "line 1 is damaged") {
+		t.Fatalf("a damaged line before good ones: %v, want an error", err)
 	}
-	os.WriteFile(path, []byte(`{"clients": {"k-2": {"capacity": 3, "refill_rate": 1}}}`), 0o600)
-	if err := s.ReloadInto(l); err != nil {
+}
+
+func TestStore_HandEditIsNotOverwritten(t *testing.T) {
+	s, path := openTemp(t)
+	mustPut(t, s, "k-1", Limits{10, 1})
+	mustPut(t, s, "k-2", Limits{20, 1})
+	s.compact()
+	mustPut(t, s, "k-3", Limits{30, 1}) // logged, not yet in the file
+	os.WriteFile(path, []byte(`{"clients": {"k-1": {"capacity": 11, "refill_rate": 1}, "k-2": {"capacity": 20, "refill_rate": 1}, "k-4": {"capacity": 4, "refill_rate": 1}}}`), 0o600)
+	if _, err := s.Put("k-5", Limits{5, 1}); !errors.Is(err, ErrChangedOnDisk) {
+		t.Fatalf("Put after a hand edit: %v, want ErrChangedOnDisk", err)
+	}
+	if err := s.Replace(map[string]Limits{}); !errors.Is(err, ErrChangedOnDisk) {
+		t.Fatalf("Replace after a hand edit: %v, want ErrChangedOnDisk", err)
+	}
+	s.compact() // must not write over the edit
+	if data, _ := os.ReadFile(path); !strings.Contains(string(data), `"k-4"`) {
+		t.Fatalf("the hand edit was overwritten:\n%s", data)
+	}
+	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if d := l.TakeKind(KeyAPI, "k-2"); d.Limit != 3 {
-		t.Fatalf("after ReloadInto: Limit %d, want 3", d.Limit)
+	want := map[string]Limits{"k-1": {11, 1}, "k-2": {20, 1}, "k-3": {30, 1}, "k-4": {4, 1}}
+	if got := s.All(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after reload: %v, want the edit and the logged k-3: %v", got, want)
 	}
-	if _, ok := s.Get("k-1"); ok {
-		t.Fatal("k-1 survived a reload of a file without it")
+	mustPut(t, s, "k-5", Limits{5, 1})
+	want["k-5"] = Limits{5, 1}
+	if got := reopen(t, path).All(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a restart: %v, want %v", got, want)
+	}
+}
+
+func TestStore_WritesThroughASymlink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "real.json")
+	os.WriteFile(target, []byte(`{"clients": {}}`), 0o600)
+	link := filepath.Join(dir, "clients.json")
+	if err := os.Symlink(target, link); err != nil {
+		t.Skip("no symlinks here:", err)
+	}
+	s := reopen(t, link)
+	mustPut(t, s, "k-1", Limits{1, 1})
+	s.compact()
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the symlink was replaced: %v %v", fi.Mode(), err)
+	}
+	if data, _ := os.ReadFile(target); !strings.Contains(string(data), `"k-1"`) {
+		t.Fatalf("the target was not written:\n%s", data)
+	}
+	os.Remove(target)
+	if _, err := OpenStore(link, newStoreLimiter()); err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Fatalf("a dangling symlink: %v, want an error", err)
+	}
+}
+
+func TestStore_ReplaceIsAtomic(t *testing.T) {
+	s, path := openTemp(t)
+	mustPut(t, s, "k-1", Limits{1, 1})
+	if err := s.Replace(map[string]Limits{"k-2": {2, 1}, "::ffff:192.0.2.9": {3, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Limits{"k-2": {2, 1}, "192.0.2.9": {3, 1}}
+	if got := reopen(t, path).All(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after Replace and a restart: %v, want %v", got, want)
+	}
+	err := s.Replace(map[string]Limits{"1.2.3.4": {1, 1}, "::ffff:1.2.3.4": {1, 1}, "x": {0, 1}})
+	var invalid *InvalidError
+	if !errors.As(err, &invalid) || !strings.Contains(err.Error(), "same client") || !strings.Contains(err.Error(), `clients["x"].capacity`) {
+		t.Fatalf("Replace with two spellings and a bad entry: %v, want both named", err)
+	}
+	if got := s.All(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("a refused Replace changed the set: %v", got)
+	}
+}
+
+func TestStore_CanonicalKeys(t *testing.T) {
+	s, _ := openTemp(t)
+	for _, k := range []string{"::ffff:1.2.3.4", "1.2.3.4"} {
+		if c, err := s.Put(k, Limits{5, 1}); err != nil || c != "1.2.3.4" {
+			t.Fatalf("Put(%q) = %q, %v; want 1.2.3.4", k, c, err)
+		}
+	}
+	for _, k := range []string{"2001:DB8::1", "2001:db8::1", "2001:db8::/64"} {
+		if c, err := s.Put(k, Limits{5, 1}); err != nil || c != "2001:db8::/64" {
+			t.Fatalf("Put(%q) = %q, %v; want 2001:db8::/64", k, c, err)
+		}
+	}
+	if n := s.Len(); n != 2 {
+		t.Fatalf("%d clients after five spellings of two: %v", n, s.All())
+	}
+	if _, _, err := s.Delete("::FFFF:1.2.3.4"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Get("1.2.3.4"); ok || s.l.HasLimits(KeyIP, "1.2.3.4") {
+		t.Fatal("deleting one spelling left the client listed")
+	}
+	for _, k := range []string{"2001:db8::/48", "10.0.0.0/8", "k\xff"} {
+		var invalid *InvalidError
+		if _, err := s.Put(k, Limits{5, 1}); !errors.As(err, &invalid) {
+			t.Errorf("Put(%q) = %v, want an InvalidError", k, err)
+		}
 	}
 }
 
@@ -189,6 +309,7 @@ func TestValidateKey(t *testing.T) {
 		"":                       "key: must not be empty",
 		strings.Repeat("k", 257): "key: must be at most 256 bytes",
 		"a\nb":                   "key: must not contain control characters",
+		"k\xff":                  "key: must be valid UTF-8",
 	} {
 		if got := errString(ValidateKey(key)); got != want {
 			t.Errorf("ValidateKey(%.20q) = %q, want %q", key, got, want)

@@ -12,34 +12,21 @@ import (
 
 // Maintenance bounds.
 const (
-	maxCycleTicks = 1 << 16 // every shard is swept within this many ticks, so tick differences never wrap
+	maxCycleTicks = 1 << 16 // every slot is swept within this many ticks, so tick differences never wrap
 	maxCatchUp    = 16      // ticks one late ticker fire may make up for
-	maxVictims    = 4096    // evictions decided per shard visit
-	evictBatch    = 64      // evictions per hold of a shard's write lock: about 20µs
-	reclaimProbe  = 64      // entries looked at for room when the table is full
-	maxRejectKeys = 1000    // distinct clients counted per summary period
+	reclaimProbe  = 64      // slots looked at for room when the table is full
 	summaryTop    = 10      // clients named in a summary line
 )
 
 // maint is the state of the maintenance loop, guarded by Limiter.maintMu.
 type maint struct {
-	cursor       int      // next shard to sweep
-	victims      []victim // reused buffer of eviction candidates
-	sinceSummary uint64   // ticks since the last rejection summary
-	ovLogged     bool     // the current table-full episode has been logged
-	ovLast       uint64   // tick of the last table-full log line
-	ovSeen       uint64   // overflowed at that line
-}
-
-type victim struct {
-	key  string
-	i    uint32
-	kind KeyKind
-}
-
-type rejKey struct {
-	key  string
-	kind KeyKind
+	shard, part, pos int    // where the sweep goes on: shard, index (ip, str[0], str[1]), slot
+	debt             uint64 // slots the sweep owes, in cycleTicks-ths of a slot
+	sinceSummary     uint64 // ticks since the last rejection summary
+	rejectedBefore   uint64 // Stats.Rejected at the last summary
+	ovLogged         bool   // the current table-full episode has been logged
+	ovLast           uint64 // tick of the last table-full log line
+	ovSeen           uint64 // overflowed at that line
 }
 
 // Run refills the buckets every refill interval with the limiter's one
@@ -99,16 +86,15 @@ type notice struct {
 func (l *Limiter) advance(n uint64) {
 	l.maintMu.Lock()
 	now := l.now.Add(n)
-	// Visit enough shards that all are visited every cycleTicks: one per
-	// tick at the defaults, more for a short idle timeout.
-	visits := min(max((numShards*n+l.cycleTicks-1)/l.cycleTicks, 1), numShards)
-	for range visits {
-		l.sweepShard(&l.shards[l.m.cursor], now)
-		l.m.cursor = (l.m.cursor + 1) % numShards
-	}
+	// Visit slots at the pace that visits every one within cycleTicks: at the
+	// defaults (10m idle timeout, 100ms ticks) a million clients in about two
+	// million slots cost some 350 slots a tick.
+	l.m.debt += uint64(l.slots.Load()) * n
+	l.sweep(l.m.debt/l.cycleTicks, now)
+	l.m.debt %= l.cycleTicks
 	if now%(maxCycleTicks) < n {
-		// The overflow bucket belongs to no shard; keep its stamp fresh too.
-		l.over.refresh(l.def.Load(), now)
+		// The overflow bucket belongs to no table; keep its stamp fresh too.
+		refresh(&l.over.state, l.def.Load(), now)
 	}
 	notes := l.periodic(now, n)
 	l.maintMu.Unlock()
@@ -117,76 +103,77 @@ func (l *Limiter) advance(n uint64) {
 	}
 }
 
-// sweepShard evicts the buckets of sh that are full and idle and rewrites
-// those not written for staleTicks, so that no tick difference can wrap.
-// Candidates are found under the read lock, requests flowing, and evicted
-// under the write lock in batches after a second look.
-func (l *Limiter) sweepShard(sh *shard, now uint64) {
-	v := l.m.victims[:0]
-	sh.mu.RLock()
-	for kind := range sh.keys {
-		for key, i := range sh.keys[kind] {
-			b := sh.at(i)
-			p := l.eff(b.p.Load())
-			t, idle := b.level(p, now)
-			if t == p.cap && idle >= l.idleTicks && len(v) < maxVictims {
-				v = append(v, victim{key, i, KeyKind(kind)})
-			} else if idle >= staleTicks {
-				b.refresh(p, now)
+// sweep visits budget slots from where the last sweep stopped, one shard's
+// mutex at a time: it evicts buckets full and idle for IdleTimeout and
+// rewrites those not written for staleTicks, so that no tick difference can
+// wrap. Caller holds maintMu.
+func (l *Limiter) sweep(budget, now uint64) {
+	m := &l.m
+	for budget > 0 {
+		sh := &l.shards[m.shard]
+		sh.mu.Lock()
+		var done bool
+		switch m.part {
+		case 0:
+			done = sweepIndex(l, &sh.ip, &m.pos, &budget, now)
+		default:
+			done = sweepIndex(l, &sh.str[m.part-1], &m.pos, &budget, now)
+		}
+		sh.mu.Unlock()
+		if done {
+			m.pos = 0
+			if m.part++; m.part == 3 {
+				m.part, m.shard = 0, (m.shard+1)%numShards
 			}
 		}
 	}
-	sh.mu.RUnlock()
-	for rest := v; len(rest) > 0; {
-		batch := rest[:min(len(rest), evictBatch)]
-		rest = rest[len(batch):]
-		sh.mu.Lock()
-		for _, x := range batch {
-			l.evictLocked(sh, x, now, l.idleTicks)
-		}
-		sh.mu.Unlock()
-	}
-	clear(v) // drop the key references
-	l.m.victims = v[:0]
 }
 
-// evictLocked removes x from sh if it is still there, full and idle for
-// minIdle ticks. Evicting a full bucket loses nothing: a new one for the
-// same client starts full with the same limits. Caller holds sh.mu.
-func (l *Limiter) evictLocked(sh *shard, x victim, now, minIdle uint64) bool {
-	i, ok := sh.keys[x.kind][x.key]
-	if !ok || i != x.i {
-		return false
+// sweepIndex sweeps x's table from *pos, spending budget, and reports
+// whether it reached the end. Caller holds the shard's mutex.
+func sweepIndex[K comparable](l *Limiter, x *index[K], pos *int, budget *uint64, now uint64) bool {
+	t := x.tab.Load()
+	def := l.def.Load()
+	for ; *pos < len(t.slots) && *budget > 0; *pos, *budget = *pos+1, *budget-1 {
+		s := &t.slots[*pos]
+		st := s.state.Load()
+		switch {
+		case st&live != 0:
+			idle := elapsed(st, now)
+			if idle >= l.idleTicks && topUp(st, def, now) == def.cap && s.state.CompareAndSwap(st, tomb) {
+				x.live--
+				l.clients.Add(-1)
+				l.evictions.Add(1)
+			} else if idle >= staleTicks {
+				refresh(&s.state, def, now)
+			}
+		case st == listed:
+			if b := (*x.listed.Load())[s.key]; b != nil && elapsed(b.state.Load(), now) >= staleTicks {
+				refresh(&b.state, b.p.Load(), now)
+			}
+		}
 	}
-	b := sh.at(i)
-	p := l.eff(b.p.Load())
-	if t, idle := b.level(p, now); t != p.cap || idle < minIdle {
-		return false
-	}
-	delete(sh.keys[x.kind], x.key)
-	b.state.Store(0)
-	b.p.Store(nil)
-	sh.free = append(sh.free, i)
-	l.clients.Add(-1)
-	l.evictions.Add(1)
-	return true
+	return *pos >= len(t.slots)
 }
 
 // reclaim makes room in a full table by evicting one full bucket, idle or
-// not, looking at no more than reclaimProbe entries from the shards after
+// not, looking at no more than reclaimProbe slots from the shards after
 // start. Only one goroutine reclaims at a time, so a flood of new clients
 // against a full table costs a bounded amount of work; the rest go to the
-// overflow bucket.
+// overflow bucket. Evicting a full bucket loses nothing: a new one for the
+// same client starts full.
 func (l *Limiter) reclaim(start int, now uint64) bool {
 	if !l.reclaiming.CompareAndSwap(false, true) {
 		return false
 	}
 	defer l.reclaiming.Store(false)
 	budget := reclaimProbe
-	for j := 0; j < numShards && budget > 0; j++ {
+	at := int(l.reclaimAt.Add(reclaimProbe))
+	for j := 1; j <= numShards && budget > 0; j++ {
 		sh := &l.shards[(start+j)%numShards]
 		sh.mu.Lock()
-		ok := l.evictOneLocked(sh, now, &budget)
+		ok := evictOne(l, &sh.ip, at, &budget, now) || evictOne(l, &sh.str[KeyAPI], at, &budget, now) ||
+			evictOne(l, &sh.str[KeyIP], at, &budget, now)
 		sh.mu.Unlock()
 		if ok {
 			return true
@@ -195,36 +182,30 @@ func (l *Limiter) reclaim(start int, now uint64) bool {
 	return false
 }
 
-// evictOneLocked evicts the first full bucket of sh it finds, spending one
-// unit of budget per entry looked at. Caller holds sh.mu.
-func (l *Limiter) evictOneLocked(sh *shard, now uint64, budget *int) bool {
-	for kind := range sh.keys {
-		for key, i := range sh.keys[kind] { // map order: a random sample
-			if *budget--; l.evictLocked(sh, victim{key, i, KeyKind(kind)}, now, 0) {
-				return true
-			}
-			if *budget <= 0 {
-				return false
-			}
+// evictOne evicts the first full bucket of x it finds from slot at,
+// spending one unit of budget per live slot looked at. Caller holds the
+// shard's mutex.
+func evictOne[K comparable](l *Limiter, x *index[K], at int, budget *int, now uint64) bool {
+	t := x.tab.Load()
+	def := l.def.Load()
+	for i := range t.slots {
+		if *budget <= 0 || x.live == 0 {
+			return false
+		}
+		s := &t.slots[(at+i)&int(t.mask)]
+		st := s.state.Load()
+		if st&live == 0 {
+			continue
+		}
+		*budget--
+		if topUp(st, def, now) == def.cap && s.state.CompareAndSwap(st, tomb) {
+			x.live--
+			l.clients.Add(-1)
+			l.evictions.Add(1)
+			return true
 		}
 	}
 	return false
-}
-
-// noteRejected counts a rejection of key for the period's summary, in a
-// table bounded to maxRejectKeys clients; the rest are counted as others.
-func (l *Limiter) noteRejected(sh *shard, kind KeyKind, key string) {
-	sh.rejMu.Lock()
-	k := rejKey{key, kind}
-	if n, ok := sh.rej[k]; ok {
-		sh.rej[k] = n + 1
-	} else if l.rejKeys.Add(1) <= maxRejectKeys {
-		sh.rej[rejKey{strings.Clone(key), kind}] = 1
-	} else {
-		l.rejKeys.Add(-1)
-		l.rejOthers.Add(1)
-	}
-	sh.rejMu.Unlock()
 }
 
 // periodic decides the log lines due at tick now. Caller holds maintMu.
@@ -234,7 +215,7 @@ func (l *Limiter) periodic(now, n uint64) []notice {
 	if cur := l.overflowed.Load(); cur != m.ovSeen {
 		if !m.ovLogged || now-m.ovLast >= l.minuteTicks {
 			notes = append(notes, notice{slog.LevelWarn,
-				"rate limit: client table full; new clients share one overflow bucket with the default limits",
+				"rate limit: client table full; new clients share one overflow bucket with the default limits (listed clients keep their own)",
 				[]slog.Attr{slog.Int64("max_clients", l.maxClients), slog.Uint64("overflowed", cur-m.ovSeen)}})
 			m.ovLogged, m.ovLast, m.ovSeen = true, now, cur
 		}
@@ -250,48 +231,58 @@ func (l *Limiter) periodic(now, n uint64) []notice {
 	return notes
 }
 
-// summarize empties the rejection tables into one log line naming the
-// clients rejected most; API keys appear only as KeyTag.
+type rejEntry struct {
+	name string
+	n    uint64
+}
+
+// summarize empties the rejection sketches into one log line naming the
+// clients rejected most; API keys appear only as KeyTag. The total is
+// exact; the per-client counts are lower bounds (see rejSketch). Caller
+// holds maintMu.
 func (l *Limiter) summarize() (notice, bool) {
-	type entry struct {
-		rejKey
-		n uint64
-	}
-	var all []entry
 	var total uint64
 	for i := range l.shards {
-		sh := &l.shards[i]
-		sh.rejMu.Lock()
-		for k, n := range sh.rej {
-			all = append(all, entry{k, n})
-			total += n
-		}
-		clear(sh.rej)
-		sh.rejMu.Unlock()
+		total += l.shards[i].rejected.Load()
 	}
-	l.rejKeys.Add(-int64(len(all)))
-	others := l.rejOthers.Swap(0)
-	if total+others == 0 {
+	total, l.m.rejectedBefore = total-l.m.rejectedBefore, total
+	var all []rejEntry
+	for i := range l.shards {
+		sh := &l.shards[i]
+		all = drainSketch(&sh.ip.rej, all, func(k addrKey) string { return "ip:" + k.text(l.v6bits) })
+		all = drainSketch(&sh.str[KeyIP].rej, all, func(k string) string { return "ip:" + k })
+		all = drainSketch(&sh.str[KeyAPI].rej, all, func(k string) string { return "key:" + KeyTag(k) })
+	}
+	l.rejOthers.Store(0)
+	if total == 0 {
 		return notice{}, false
 	}
-	slices.SortFunc(all, func(a, b entry) int { return cmp.Compare(b.n, a.n) })
+	slices.SortFunc(all, func(a, b rejEntry) int { return cmp.Compare(b.n, a.n) })
+	var named uint64
 	var top strings.Builder
 	for i, e := range all[:min(len(all), summaryTop)] {
 		if i > 0 {
 			top.WriteByte(' ')
 		}
-		if e.kind == KeyAPI {
-			top.WriteString("key:" + KeyTag(e.key))
-		} else {
-			top.WriteString("ip:" + e.key)
-		}
-		top.WriteString("=" + strconv.FormatUint(e.n, 10))
+		top.WriteString(e.name + "=" + strconv.FormatUint(e.n, 10))
+		named += e.n
 	}
 	return notice{slog.LevelInfo, "rate limit: rejections", []slog.Attr{
 		slog.Duration("period", time.Duration(l.minuteTicks)*l.interval),
-		slog.Uint64("rejected", total+others),
+		slog.Uint64("rejected", total),
 		slog.Int("clients", len(all)),
 		slog.String("top", top.String()),
-		slog.Uint64("others", others),
+		slog.Uint64("others", total-min(named, total)),
 	}}, true
+}
+
+func drainSketch[K comparable](r *rejSketch[K], all []rejEntry, name func(K) string) []rejEntry {
+	for i := range r.cells {
+		c := &r.cells[i]
+		s := c.s.Swap(nil)
+		if n := c.n.Swap(0); s != nil && n > 0 {
+			all = append(all, rejEntry{name(s.key), n})
+		}
+	}
+	return all
 }

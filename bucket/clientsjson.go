@@ -1,0 +1,223 @@
+package bucket
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// The clients file and the admin API's bodies are read strictly, as the
+// configuration is: encoding/json alone matches field names without regard
+// to case ({"Capacity": 5}) and lets a repeated field win silently, so
+// objects are walked token by token here, names compared exactly and
+// repeats refused.
+
+// eachField calls f for every member of the JSON object in data, in order,
+// refusing a repeated name and anything after the object.
+func eachField(data []byte, f func(name string, raw json.RawMessage) error) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return jsonError(err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return fmt.Errorf("must be a JSON object, not %s", jsonKindOf(tok))
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return jsonError(err)
+		}
+		name := tok.(string) // object keys are strings
+		if seen[name] {
+			return fmt.Errorf("%q: given twice", name)
+		}
+		seen[name] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return jsonError(err)
+		}
+		if err := f(name, raw); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	if errors.Is(err, io.EOF) {
+		return errors.New("unexpected EOF")
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
+}
+
+func jsonKindOf(tok json.Token) string {
+	switch tok.(type) {
+	case json.Delim:
+		return "array"
+	case string:
+		return "string"
+	case float64:
+		return "number"
+	case bool:
+		return "boolean"
+	}
+	return "null"
+}
+
+// ParseLimits reads {"capacity": 10, "refill_rate": 1} strictly: both
+// fields required and spelled exactly so, each once, capacity an integer
+// literal, no other fields. Errors start with the field name ("capacity:
+// must be a positive integer ...").
+func ParseLimits(data []byte) (Limits, error) {
+	var capRaw, rateRaw json.RawMessage
+	err := eachField(data, func(name string, raw json.RawMessage) error {
+		switch name {
+		case "capacity":
+			capRaw = raw
+		case "refill_rate":
+			rateRaw = raw
+		default:
+			return fmt.Errorf("unknown field %q (known: capacity, refill_rate)", name)
+		}
+		return nil
+	})
+	if err != nil {
+		return Limits{}, err
+	}
+	if len(capRaw) == 0 || string(capRaw) == "null" {
+		return Limits{}, errors.New("capacity: required")
+	}
+	if len(rateRaw) == 0 || string(rateRaw) == "null" {
+		return Limits{}, errors.New("refill_rate: required")
+	}
+	c, err := strconv.ParseInt(string(capRaw), 10, 64)
+	if err != nil || c < 1 || c > MaxCapacity {
+		return Limits{}, errors.New("capacity: must be a positive integer at most 8388608")
+	}
+	r, err := strconv.ParseFloat(string(rateRaw), 64)
+	if err != nil {
+		return Limits{}, errors.New("refill_rate: must be a positive number of tokens per second, at most 1e9")
+	}
+	lim := Limits{Capacity: c, RefillRate: r}
+	return lim, lim.Validate()
+}
+
+// parseClients reads a clients file's contents strictly for limiter l:
+// {"clients": {"<key>": {"capacity": 10, "refill_rate": 1}, ...}}. Keys are
+// validated and put in canonical form (two spellings of one client are an
+// error), limits checked against l (see Limiter.Check). Every problem is
+// reported, one per line, with the path of its field. An empty file is an
+// empty set.
+func parseClients(data []byte, l *Limiter) (map[string]Limits, error) {
+	m := map[string]Limits{}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return m, nil
+	}
+	spelled := map[string]string{} // canonical key to the spelling that gave it
+	var problems []string
+	err := eachField(data, func(name string, raw json.RawMessage) error {
+		if name != "clients" {
+			return fmt.Errorf("unknown field %q (known: clients)", name)
+		}
+		err := eachField(raw, func(key string, raw json.RawMessage) error {
+			where := fmt.Sprintf("clients[%q]", key)
+			c, err := l.checkKey(key)
+			if err != nil {
+				problems = append(problems, where+": "+err.Error())
+				return nil
+			}
+			if first, dup := spelled[c]; dup {
+				problems = append(problems, fmt.Sprintf("%s: the same client as clients[%q] (both are %s)", where, first, c))
+				return nil
+			}
+			spelled[c] = key
+			lim, err := ParseLimits(raw)
+			if err == nil {
+				err = l.Check(lim)
+			}
+			if err != nil {
+				problems = append(problems, where+fieldSep(err)+err.Error())
+				return nil
+			}
+			m[c] = lim
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("clients: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		problems = append([]string{err.Error()}, problems...)
+	}
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "\n"))
+	}
+	return m, nil
+}
+
+// fieldSep joins a path and an error about one of its fields with a dot
+// (clients["k"].capacity: ...), any other error with a colon.
+func fieldSep(err error) string {
+	if msg := err.Error(); strings.HasPrefix(msg, "capacity:") || strings.HasPrefix(msg, "refill_rate:") {
+		return "."
+	}
+	return ": "
+}
+
+// checkKey validates key and returns its canonical form (see CanonicalKey).
+func (l *Limiter) checkKey(key string) (string, error) {
+	if err := ValidateKey(key); err != nil {
+		return "", err
+	}
+	return l.CanonicalKey(key)
+}
+
+// ValidateKey reports whether key can name a client: not empty, at most
+// DefaultMaxKeyLen bytes, valid UTF-8 (JSON could not keep it otherwise),
+// no control characters.
+func ValidateKey(key string) error {
+	switch {
+	case key == "":
+		return errors.New("key: must not be empty")
+	case len(key) > DefaultMaxKeyLen:
+		return fmt.Errorf("key: must be at most %d bytes", DefaultMaxKeyLen)
+	case !utf8.ValidString(key):
+		return errors.New("key: must be valid UTF-8")
+	case strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return errors.New("key: must not contain control characters")
+	case key == "." || key == "..":
+		// They cannot be addressed as /clients/{key}: HTTP path cleaning
+		// turns them into other paths.
+		return errors.New(`key: "." and ".." are not allowed`)
+	}
+	return nil
+}
+
+// clientsFile is the clients file's form; keys sorted by encoding/json.
+type clientsFile struct {
+	Clients map[string]Limits `json:"clients"`
+}
+
+func encodeClients(m map[string]Limits) []byte {
+	data, _ := json.MarshalIndent(clientsFile{m}, "", "  ") // plain values: cannot fail
+	return append(data, '\n')
+}
+
+// sortedKeys is for stable messages.
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
