@@ -189,6 +189,8 @@ func (c *clientConn) readAnswer(req *http.Request, body io.Reader, expect bool, 
 			return nil, parsedResponse{}, protocolf("a head line that ends in a bare LF")
 		case err == errHeadTooLarge:
 			return nil, parsedResponse{}, protocolf("a response head larger than 64 KiB")
+		case err == errEmptyLineFirst:
+			return nil, parsedResponse{}, protocolf("an empty line where the status line should be")
 		case err != nil:
 			return nil, parsedResponse{}, err
 		}

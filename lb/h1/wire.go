@@ -22,6 +22,10 @@ var errBareLF = errors.New("a line ends in a bare LF")
 // errHeadTooLarge is a head over the reader's limit.
 var errHeadTooLarge = errors.New("head too large")
 
+// errEmptyLineFirst is a head that begins with an empty line where it may
+// not (an answer: a stray CRLF is bytes nobody asked for).
+var errEmptyLineFirst = errors.New("a head begins with an empty line")
+
 // readHead reads one message head from br into dst (reused) and returns
 // it: the start line, the field lines and the blank line, each ended by
 // CRLF. Before the start line it skips empty lines when skipEmpty (a
@@ -55,7 +59,7 @@ func readHead(br *bufio.Reader, dst []byte, limit int, skipEmpty bool) ([]byte, 
 					dst = dst[:0]
 					continue
 				}
-				return nil, errors.New("a head begins with an empty line")
+				return nil, errEmptyLineFirst
 			}
 			return dst, nil
 		}

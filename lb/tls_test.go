@@ -1,0 +1,85 @@
+package lb
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"stdlb/lb/h1"
+)
+
+// testCert returns a self-signed certificate for 127.0.0.1, made in the
+// test.
+func testCert(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "stdlb test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// startTLSBalancer serves b over TLS, as a balancer with a certificate
+// does: HTTP/1.1 on h1.Server's own loop, HTTP/2 (when h2 is true and the
+// client asks for it) on net/http's server.
+func startTLSBalancer(t *testing.T, b *Balancer, h2 bool) *front {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	protos := []string{"http/1.1"}
+	if h2 {
+		protos = []string{"h2", "http/1.1"}
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t)}, NextProtos: protos}
+	hs := &http.Server{Handler: b, TLSConfig: cfg}
+	f := &front{URL: "https://" + ln.Addr().String(), srv: h1.NewServer(hs),
+		client: &http.Client{Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+			ForceAttemptHTTP2: h2,
+		}}}
+	done := make(chan error, 1)
+	go func() { done <- f.srv.Serve(tls.NewListener(ln, cfg)) }()
+	t.Cleanup(func() {
+		f.client.CloseIdleConnections()
+		f.srv.Close()
+		if err := <-done; err != http.ErrServerClosed {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return f
+}
+
+// frontPaths are the ways a client reaches the balancer, for tests that
+// must hold on each: plain HTTP/1.1, HTTP/1.1 over TLS (both on h1.Server's
+// loop), and HTTP/2 over TLS (net/http's server).
+var frontPaths = []struct {
+	name  string
+	start func(*testing.T, *Balancer) *front
+}{
+	{"front=http1", startBalancer},
+	{"front=tls-http1", func(t *testing.T, b *Balancer) *front { return startTLSBalancer(t, b, false) }},
+	{"front=tls-h2", func(t *testing.T, b *Balancer) *front { return startTLSBalancer(t, b, true) }},
+}
