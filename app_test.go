@@ -48,7 +48,9 @@ func backendNamed(t *testing.T, name string) *httptest.Server {
 }
 
 // writeConfig writes a config for the given backends to path, listening on
-// free loopback ports, with extra top-level JSON fields appended.
+// free loopback ports, with extra top-level JSON fields appended. Health
+// checks are frequent, with a timeout a busy machine cannot reach for a
+// healthy backend.
 func writeConfig(t *testing.T, path string, extra string, backends ...string) {
 	t.Helper()
 	var list []string
@@ -57,7 +59,7 @@ func writeConfig(t *testing.T, path string, extra string, backends ...string) {
 	}
 	clients := filepath.Join(filepath.Dir(path), "clients.json")
 	data := fmt.Sprintf(`{"listen": "127.0.0.1:0", "backends": [%s],
-		"health_check": {"interval": "20ms", "timeout": "200ms"},
+		"health_check": {"interval": "20ms", "timeout": "2s"},
 		"timeouts": {"shutdown": "5s"},
 		"rate_limit": {"clients_file": %q},
 		"admin": {"listen": "127.0.0.1:0"}%s}`, strings.Join(list, ", "), clients, extra)

@@ -82,13 +82,15 @@ func mustURL(t testing.TB, s string) *url.URL {
 	return u
 }
 
-// testConfig returns a config over the given backend URLs with fast health
-// checks, suitable for tests.
+// testConfig returns a config over the given backend URLs with frequent
+// health checks, suitable for tests. A probe's timeout is long: on a busy
+// machine a probe of a healthy local backend can take longer than a quiet
+// one suggests, and a timed-out probe would mark it down.
 func testConfig(t *testing.T, urls ...string) Config {
 	cfg := Config{
 		Retries: 2,
 		HealthCheck: HealthCheck{
-			Interval: 10 * time.Millisecond, Timeout: 200 * time.Millisecond,
+			Interval: 10 * time.Millisecond, Timeout: 2 * time.Second,
 			HealthyThreshold: 2, UnhealthyThreshold: 2,
 		},
 		DialTimeout:     time.Second,
