@@ -73,6 +73,7 @@ type runningApp struct {
 	logs   *syncBuffer
 	access *syncBuffer
 	hup    chan os.Signal
+	term   chan os.Signal // as SIGINT and SIGTERM
 	stop   context.CancelFunc
 	done   chan error
 }
@@ -81,19 +82,20 @@ type runningApp struct {
 // test ends.
 func startApp(t *testing.T, path string) *runningApp {
 	t.Helper()
-	cfg, err := LoadConfig(path, Overrides{})
+	cfg, cert, err := loadConfig(path, Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &runningApp{logs: &syncBuffer{}, access: &syncBuffer{}, hup: make(chan os.Signal, 1), done: make(chan error, 1)}
+	r := &runningApp{logs: &syncBuffer{}, access: &syncBuffer{}, hup: make(chan os.Signal, 1),
+		term: make(chan os.Signal, 2), done: make(chan error, 1)}
 	logger := slog.New(slog.NewTextHandler(r.logs, nil))
-	r.app, err = newApp(cfg, path, Overrides{}, logger, newBufferedWriter(r.access, 4096))
+	r.app, err = newApp(cfg, cert, path, Overrides{}, logger, newBufferedWriter(r.access, 4096))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel
-	go func() { r.done <- r.serve(ctx, r.hup) }()
+	go func() { r.done <- r.serve(ctx, r.hup, r.term) }()
 	t.Cleanup(func() {
 		cancel()
 		<-r.done
@@ -174,8 +176,8 @@ func TestApp_BadReloadKeepsRunningConfig(t *testing.T) {
 		return strings.Contains(r.logs.String(), "reload rejected: keeping the running configuration")
 	})
 	for _, want := range []string{
-		`reload rejected: backends[0].url: \"ftp://nope\" has no http:// or https:// scheme`,
-		"reload rejected: retries: must be between 0 and 10, got -1",
+		`reload rejected: ` + path + `: backends[0].url: \"ftp://nope\" has no http:// or https:// scheme`,
+		"reload rejected: " + path + ": retries: must be between 0 and 10, got -1",
 	} {
 		if !strings.Contains(r.logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, r.logs)
@@ -321,20 +323,20 @@ func TestCheckStartOnly_AdminOnPublicAddressNeedsToken(t *testing.T) {
 	t.Setenv("STDLB_TEST_TOKEN", "")
 	for addr, ok := range map[string]bool{"127.0.0.1:9090": true, "[::1]:9090": true, "localhost:9090": true, "0.0.0.0:9090": false, "192.0.2.1:9090": false} {
 		cfg.Admin.Listen = addr
-		if err := checkStartOnly(&cfg); (err == nil) != ok {
-			t.Errorf("admin on %s without token: err = %v", addr, err)
+		if ps := startOnlyProblems(&cfg); (len(ps) == 0) != ok {
+			t.Errorf("admin on %s without token: problems %v", addr, ps)
 		}
 	}
 	t.Setenv("STDLB_TEST_TOKEN", "s3cret")
 	cfg.Admin.Listen = "0.0.0.0:9090"
-	if err := checkStartOnly(&cfg); err != nil {
-		t.Errorf("admin on 0.0.0.0 with a token: %v", err)
+	if ps := startOnlyProblems(&cfg); len(ps) != 0 {
+		t.Errorf("admin on 0.0.0.0 with a token: %v", ps)
 	}
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // only a failing test waits this long
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

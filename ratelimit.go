@@ -45,18 +45,18 @@ func clientsPath(cfg *Config, configPath string) string {
 	return filepath.Join(filepath.Dir(configPath), cfg.RateLimit.ClientsFile)
 }
 
-// checkClientsFile reports a clients file that would stop the balancer
-// from starting, or says what it holds.
-func checkClientsFile(cfg *Config, configPath string) (string, error) {
+// describeClientsFile says what the clients file holds, for -check-config
+// (loadConfig has reported any problem in it).
+func describeClientsFile(cfg *Config, configPath string) string {
 	path := clientsPath(cfg, configPath)
+	if _, err := os.Stat(path); err != nil {
+		return "clients file " + path + " absent: no client has limits of its own yet"
+	}
 	s, err := bucket.OpenStore(path)
 	if err != nil {
-		return "", &ConfigError{Source: configPath, Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+		return "clients file " + path + " unreadable"
 	}
-	if _, err := os.Stat(path); err != nil {
-		return "clients file " + path + " absent: no client has limits of its own yet", nil
-	}
-	return fmt.Sprintf("clients file %s: %d with limits of their own", path, len(s.All())), nil
+	return fmt.Sprintf("clients file %s: %d with limits of their own", path, len(s.All()))
 }
 
 func newRateLimit(cfg *Config, configPath string, logger *slog.Logger) (*rateLimit, error) {
@@ -74,11 +74,11 @@ func newRateLimit(cfg *Config, configPath string, logger *slog.Logger) (*rateLim
 	r.limiter = bucket.New(lc)
 	store, err := bucket.OpenStore(clientsPath(cfg, configPath))
 	if err != nil {
-		return nil, &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+		return nil, &ConfigError{Problems: fieldLines("rate_limit.clients_file", err)}
 	}
 	r.store = store
 	if err := store.ReloadInto(r.limiter); err != nil {
-		return nil, &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+		return nil, &ConfigError{Problems: fieldLines("rate_limit.clients_file", err)}
 	}
 	r.configure(cfg)
 	return r, nil
@@ -137,7 +137,7 @@ func (r *rateLimit) reload(cfg *Config, configPath string) error {
 			"rate_limit.clients_file: moving it (%s to %s) needs a restart", r.store.Path(), p)}}
 	}
 	if err := r.store.ReloadInto(r.limiter); err != nil {
-		return &ConfigError{Problems: []string{"rate_limit.clients_file: " + err.Error()}}
+		return &ConfigError{Problems: fieldLines("rate_limit.clients_file", err)}
 	}
 	r.configure(cfg)
 	return nil

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // Store is the durable set of per-client limits: the clients file, in the
@@ -205,24 +206,31 @@ type clientsFile struct {
 	Clients map[string]Limits `json:"clients"`
 }
 
+// readClients reads the clients file at path. A bad file's error has one
+// line per problem, each naming the file (errors.Join of them all), so an
+// operator fixes every entry in one pass.
 func readClients(path string) (map[string]Limits, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]Limits{}, nil
 	}
+	errs := []error{err}
 	if err == nil {
 		var m map[string]Limits
-		if m, err = parseClients(data); err == nil {
+		if m, errs = parseClients(data); len(errs) == 0 {
 			return m, nil
 		}
 	}
-	return nil, fmt.Errorf("clients file %s: %w", path, err)
+	for i, err := range errs {
+		errs[i] = fmt.Errorf("clients file %s: %w", path, err)
+	}
+	return nil, errors.Join(errs...)
 }
 
 // parseClients reads a clients file strictly: unknown fields, bad keys and
-// bad limits are errors with the path of the field. An empty file is an
-// empty set.
-func parseClients(data []byte) (map[string]Limits, error) {
+// bad limits are errors with the path of the field, one for each bad
+// entry. An empty file is an empty set.
+func parseClients(data []byte) (map[string]Limits, []error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return map[string]Limits{}, nil
 	}
@@ -230,12 +238,14 @@ func parseClients(data []byte) (map[string]Limits, error) {
 		Clients map[string]json.RawMessage `json:"clients"`
 	}
 	if err := decodeStrict(data, &f); err != nil {
-		return nil, err
+		return nil, []error{err}
 	}
 	m := make(map[string]Limits, len(f.Clients))
+	var errs []error
 	for _, k := range slices.Sorted(maps.Keys(f.Clients)) {
 		if err := ValidateKey(k); err != nil {
-			return nil, fmt.Errorf("clients[%q]: %w", k, err)
+			errs = append(errs, fmt.Errorf("clients[%q]: %w", k, err))
+			continue
 		}
 		lim, err := ParseLimits(f.Clients[k])
 		if err != nil {
@@ -243,11 +253,12 @@ func parseClients(data []byte) (map[string]Limits, error) {
 			if msg := err.Error(); strings.HasPrefix(msg, "capacity:") || strings.HasPrefix(msg, "refill_rate:") {
 				sep = "."
 			}
-			return nil, fmt.Errorf("clients[%q]%s%w", k, sep, err)
+			errs = append(errs, fmt.Errorf("clients[%q]%s%w", k, sep, err))
+			continue
 		}
 		m[k] = lim
 	}
-	return m, nil
+	return m, errs
 }
 
 // ParseLimits reads {"capacity": 10, "refill_rate": 1} strictly: both fields
@@ -291,6 +302,13 @@ func decodeStrict(data []byte, v any) error {
 			return fmt.Errorf("must be a JSON object, not %s", te.Value)
 		} else if te != nil {
 			return fmt.Errorf("%s: must be a JSON object, not %s", te.Field, te.Value)
+		}
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			// Where, as an editor counts: the Offset-th byte is the bad one.
+			before := data[:max(0, min(int(se.Offset)-1, len(data)))]
+			col := utf8.RuneCount(before[bytes.LastIndexByte(before, '\n')+1:]) + 1
+			return fmt.Errorf("line %d, column %d: %v", bytes.Count(before, []byte("\n"))+1, col, err)
 		}
 		return errors.New(strings.TrimPrefix(err.Error(), "json: "))
 	}
