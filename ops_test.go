@@ -95,8 +95,8 @@ func TestAdmin_ReloadAppliesTheFileAndAnswersWhatChanged(t *testing.T) {
 	}
 	writeNamedConfig(t, path, `, "retries": 1`, "two", b.URL)
 	code, out := adminDo(t, "POST", reload, "s3cret", "")
-	if code != 200 || out["status"] != "reloaded" {
-		t.Fatalf("POST /reload: %d %v", code, out)
+	if code != 200 || out["status"] != "reloaded" || fmt.Sprint(out["needs_restart"]) != "[]" {
+		t.Fatalf("POST /reload: %d %v; want reloaded, nothing needing a restart", code, out)
 	}
 	if got := fmt.Sprint(out["backends"]); got != "[two]" {
 		t.Errorf("backends after the reload: %s, want [two]", got)

@@ -49,7 +49,7 @@ func (a *app) reload(source string) (reloadOutcome, error) {
 	out := reloadOutcome{
 		Config:               a.path,
 		Changed:              configDiff(old, cfg),
-		NeedsRestart:         append(restartOnly(a.initial, cfg), a.limit.restartOnly(cfg)...),
+		NeedsRestart:         append(append([]string{}, restartOnly(a.initial, cfg)...), a.limit.restartOnly(cfg)...),
 		ClientsWithOwnLimits: a.limit.limiter.Stats().Overrides,
 	}
 	for _, b := range a.bal.Status() {
