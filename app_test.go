@@ -199,39 +199,11 @@ func TestApp_ShutdownLetsSlowRequestFinish(t *testing.T) {
 // testShutdownLetsSlowRequestFinish runs with either front server:
 // runtime.fast_http1 on (lb.Server) or off (net/http's alone).
 func testShutdownLetsSlowRequestFinish(t *testing.T, fast bool) {
-	entered, release := make(chan struct{}), make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			close(entered)
-			<-release
-		}
-		io.WriteString(w, "done")
-	}))
-	defer slow.Close()
-	path := filepath.Join(t.TempDir(), "config.json")
-	writeConfig(t, path, fmt.Sprintf(`, "runtime": {"fast_http1": %v}`, fast), slow.URL)
-	r := startApp(t, path)
+	r, release, got := startSlowApp(t, fmt.Sprintf(`, "runtime": {"fast_http1": %v}`, fast))
 	if _, isFast := r.srv.(*lb.Server); isFast != fast {
 		t.Fatalf("front server %T with fast_http1 %v", r.srv, fast)
 	}
 	addr := r.Addr()
-
-	type result struct {
-		body string
-		err  error
-	}
-	got := make(chan result, 1)
-	go func() {
-		resp, err := http.Get("http://" + addr + "/slow")
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		got <- result{string(b), err}
-	}()
-	<-entered
 	r.stop() // as SIGTERM does
 	waitUntil(t, "the listener to close", func() bool {
 		c, err := net.Dial("tcp", addr)
@@ -240,9 +212,8 @@ func testShutdownLetsSlowRequestFinish(t *testing.T, fast bool) {
 		}
 		return err != nil
 	})
-	close(release)
-	res := <-got
-	if res.err != nil || res.body != "done" {
+	release <- struct{}{}
+	if res := <-got; res.err != nil || res.body != "done" {
 		t.Fatalf("in-flight request during shutdown: %q, %v; want it to finish", res.body, res.err)
 	}
 	if err := <-r.done; err != nil {

@@ -188,9 +188,15 @@ func TestAdmin_WrongMethodIs405WithAllow(t *testing.T) {
 	}
 }
 
-// startSlowApp runs an app whose backend holds /slow until release is
-// closed, and starts one /slow request, returning once the backend has it.
-func startSlowApp(t *testing.T, extra string) (r *runningApp, release chan struct{}, got chan error) {
+// slowResult is what the client of startSlowApp's request got.
+type slowResult struct {
+	body string
+	err  error
+}
+
+// startSlowApp runs an app whose backend holds /slow until it receives from
+// release, and starts one /slow request, returning once the backend has it.
+func startSlowApp(t *testing.T, extra string) (r *runningApp, release chan struct{}, got chan slowResult) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -204,14 +210,16 @@ func startSlowApp(t *testing.T, extra string) (r *runningApp, release chan struc
 	path := filepath.Join(t.TempDir(), "config.json")
 	writeNamedConfig(t, path, extra, "slow", slow.URL)
 	r = startApp(t, path)
-	got = make(chan error, 1)
+	got = make(chan slowResult, 1)
 	go func() {
 		resp, err := http.Get("http://" + r.Addr() + "/slow")
-		if err == nil {
-			_, err = io.ReadAll(resp.Body)
-			resp.Body.Close()
+		if err != nil {
+			got <- slowResult{err: err}
+			return
 		}
-		got <- err
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- slowResult{string(b), err}
 	}()
 	<-entered
 	return r, release, got
@@ -225,8 +233,8 @@ func TestApp_DrainSaysWhatItWaitsFor(t *testing.T) {
 		return strings.Contains(r.logs.String(), `msg="draining: 1 request in flight, `)
 	})
 	release <- struct{}{}
-	if err := <-got; err != nil {
-		t.Fatalf("the request in flight during the drain: %v", err)
+	if res := <-got; res.err != nil || res.body != "done" {
+		t.Fatalf("the request in flight during the drain: %q, %v", res.body, res.err)
 	}
 	if err := <-r.done; err != nil {
 		t.Fatalf("serve: %v, want a clean stop", err)
@@ -245,8 +253,8 @@ func TestApp_SecondSignalStopsTheDrainAtOnce(t *testing.T) {
 				t.Fatalf("serve after a second signal: %v, want errInterrupted", err)
 			}
 			r.done <- nil // for the cleanup
-			if err := <-got; err == nil {
-				t.Fatal("the request in flight was answered; the second signal should have cut it off")
+			if res := <-got; res.err == nil {
+				t.Fatalf("the request in flight was answered (%q); the second signal should have cut it off", res.body)
 			}
 			if !strings.Contains(r.logs.String(), "second interrupt: stopping now; cutting off 1 request in flight") {
 				t.Errorf("no line saying what was cut off:\n%s", r.logs)
