@@ -116,7 +116,7 @@ func (t *tokenAuth) wrap(next http.Handler) http.Handler {
 		sum := sha256.Sum256([]byte(given))
 		if !ok || subtle.ConstantTimeCompare(sum[:], t.sum[:]) != 1 {
 			t.log.Warn("admin: refused "+r.Method+" "+r.URL.Path+": missing or wrong token", "remote", r.RemoteAddr)
-			w.Header()["WWW-Authenticate"] = challenges
+			w.Header()["Www-Authenticate"] = challenges // the canonical key, as Header().Add would write
 			lb.WriteError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token>")
 			return
 		}

@@ -114,7 +114,7 @@ func newApp(cfg *Config, cert *certificate, path string, over Overrides, logger 
 	if cfg.Runtime.FastHTTP1 {
 		a.srv = lb.NewServer(front)
 	}
-	closeAll := func() {
+	closeListeners := func() {
 		for _, ln := range []net.Listener{a.ln, a.adminLn, a.redirectLn} {
 			if ln != nil {
 				ln.Close()
@@ -137,14 +137,14 @@ func newApp(cfg *Config, cert *certificate, path string, over Overrides, logger 
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		}
 		if a.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-			closeAll()
+			closeListeners()
 			return nil, fmt.Errorf("admin: listen on %s: %w", cfg.Admin.Listen, err)
 		}
 	}
 	if cfg.TLS.RedirectHTTP != "" {
 		a.redirect = newRedirectServer(a.ln.Addr(), cfg, logger)
 		if a.redirectLn, err = net.Listen("tcp", cfg.TLS.RedirectHTTP); err != nil {
-			closeAll()
+			closeListeners()
 			return nil, fmt.Errorf("tls.redirect_http: listen on %s: %w", cfg.TLS.RedirectHTTP, err)
 		}
 	}

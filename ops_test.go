@@ -366,3 +366,35 @@ func TestParseConfig_BackendNamesAndPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestAdmin_StatusPageOffLoopbackTakesBasicAuth: with the admin listener on
+// an address other machines reach, the status page and /status need the
+// token, and a browser can give it as the Basic password.
+func TestAdmin_StatusPageOffLoopbackTakesBasicAuth(t *testing.T) {
+	a := backendNamed(t, "a")
+	path := filepath.Join(t.TempDir(), "config.json")
+	writeNamedConfig(t, path, "", "one", a.URL)
+	t.Setenv("STDLB_TEST_ADMIN_TOKEN", "s3cret")
+	r := startApp(t, path)
+	// The routes of an admin API on 192.0.2.1, over r's balancer: nothing
+	// needs to listen there to test what they answer.
+	cfg := *r.cfg.Load()
+	cfg.Admin.Listen = "192.0.2.1:9090"
+	off := &app{log: r.log, page: r.page, bal: r.bal, limit: r.limit}
+	off.cfg.Store(&cfg)
+	h := newAdmin(off)
+	for _, p := range []string{"/", "/status", "/metrics"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", p, nil))
+		if w.Code != 401 || !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Basic ") {
+			t.Fatalf("GET %s without credentials: %d %q, want 401 with a Basic challenge", p, w.Code, w.Header().Get("WWW-Authenticate"))
+		}
+		req := httptest.NewRequest("GET", p, nil)
+		req.SetBasicAuth("me", "s3cret")
+		w = httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 200 {
+			t.Fatalf("GET %s with the token as Basic password: %d, want 200", p, w.Code)
+		}
+	}
+}
