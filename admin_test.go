@@ -90,7 +90,9 @@ func TestAdmin_ClientsNeedTheToken(t *testing.T) {
 func TestRateLimit_EndToEnd(t *testing.T) {
 	var reached atomic.Int64
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reached.Add(1)
+		if r.URL.Path != "/healthz" { // the health checks run all along
+			reached.Add(1)
+		}
 		io.WriteString(w, "ok")
 	}))
 	defer backend.Close()
