@@ -126,12 +126,19 @@ func TestAdmin_ReloadAppliesTheFileAndAnswersWhatChanged(t *testing.T) {
 	}
 }
 
-func TestAdmin_BasicAuthForBrowsersReadsOnly(t *testing.T) {
+// startAdminApp serves one backend, with the admin token s3cret set, for
+// tests of the admin API.
+func startAdminApp(t *testing.T) *runningApp {
+	t.Helper()
 	a := backendNamed(t, "a")
 	path := filepath.Join(t.TempDir(), "config.json")
 	writeNamedConfig(t, path, "", "one", a.URL)
 	t.Setenv("STDLB_TEST_ADMIN_TOKEN", "s3cret")
-	r := startApp(t, path)
+	return startApp(t, path)
+}
+
+func TestAdmin_BasicAuthForBrowsersReadsOnly(t *testing.T) {
+	r := startAdminApp(t)
 	base := "http://" + r.AdminAddr()
 	do := func(method, path, user, pass string) *http.Response {
 		req, _ := http.NewRequest(method, base+path, nil)
@@ -161,10 +168,7 @@ func TestAdmin_BasicAuthForBrowsersReadsOnly(t *testing.T) {
 }
 
 func TestAdmin_WrongMethodIs405WithAllow(t *testing.T) {
-	a := backendNamed(t, "a")
-	path := filepath.Join(t.TempDir(), "config.json")
-	writeNamedConfig(t, path, "", "one", a.URL)
-	r := startApp(t, path)
+	r := startAdminApp(t)
 	for _, tc := range []struct{ method, path, allow string }{
 		{"POST", "/status", "GET, HEAD"},
 		{"DELETE", "/metrics", "GET, HEAD"},
@@ -371,11 +375,7 @@ func TestParseConfig_BackendNamesAndPorts(t *testing.T) {
 // an address other machines reach, the status page and /status need the
 // token, and a browser can give it as the Basic password.
 func TestAdmin_StatusPageOffLoopbackTakesBasicAuth(t *testing.T) {
-	a := backendNamed(t, "a")
-	path := filepath.Join(t.TempDir(), "config.json")
-	writeNamedConfig(t, path, "", "one", a.URL)
-	t.Setenv("STDLB_TEST_ADMIN_TOKEN", "s3cret")
-	r := startApp(t, path)
+	r := startAdminApp(t)
 	// The routes of an admin API on 192.0.2.1, over r's balancer: nothing
 	// needs to listen there to test what they answer.
 	cfg := *r.cfg.Load()
