@@ -8,10 +8,18 @@
 GO ?= go
 BIN := bin
 
+# -version prints the module version or VCS revision that go build embeds.
+# Go embeds none in a git worktree or with GOFLAGS=-buildvcs=false, so the
+# build passes git's own description too; without git it is empty and
+# Go's record is used.
+GIT_VERSION := $(shell git describe --always --dirty=+dirty 2>/dev/null)
+GIT_TIME := $(shell git log -1 --format=%cI 2>/dev/null)
+LDFLAGS := $(if $(GIT_VERSION),-ldflags "-X 'main.versionOverride=$(GIT_VERSION) (committed $(GIT_TIME))'")
+
 .PHONY: run build test bench fuzz clean
 
 build:
-	$(GO) build -o $(BIN)/stdlb .
+	$(GO) build $(LDFLAGS) -o $(BIN)/stdlb .
 	$(GO) build -o $(BIN)/testbackend ./testbackend
 
 # The backends run in the background of this shell; the trap stops them

@@ -50,10 +50,8 @@ func newAdmin(a *app) http.Handler {
 	clients := auth.wrap(auditClients(bucket.NewClientsHandler(a.limit.store, a.log), a.log))
 	mux.Handle("/clients", clients)
 	mux.Handle("/clients/", clients)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		lb.WriteError(w, http.StatusNotFound, "no such admin endpoint: "+r.URL.Path+
-			" (try /status, /metrics, /clients or /healthz)")
-	})
+	a.opsRoutes(mux, auth)
+	mux.Handle("/", notFoundOrNotAllowed(mux))
 	return loopbackHostOnly(cfg.Admin.Listen, func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux answers a path with . or .. segments with a redirect to the
 		// cleaned path; an API answers such a key with an error instead.
@@ -97,7 +95,8 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// tokenAuth checks "Authorization: Bearer <token>". The token is compared
+// tokenAuth checks "Authorization: Bearer <token>" (or, for reading, the
+// token as an HTTP Basic password: see credential). The token is compared
 // by its SHA-256 in constant time, so neither its bytes nor its length leak
 // through timing.
 type tokenAuth struct {
@@ -114,11 +113,11 @@ func (t *tokenAuth) wrap(next http.Handler) http.Handler {
 				t.env+" (admin.token_env) to a secret, restart, and send Authorization: Bearer <token>")
 			return
 		}
-		scheme, given, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(given)))
-		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], t.sum[:]) != 1 {
+		given, ok := credential(r)
+		sum := sha256.Sum256([]byte(given))
+		if !ok || subtle.ConstantTimeCompare(sum[:], t.sum[:]) != 1 {
 			t.refused.warn(t.log, "admin: refused "+r.Method+" "+r.URL.Path+": missing or wrong token", "remote", r.RemoteAddr)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="stdlb admin"`)
+			w.Header()["Www-Authenticate"] = challenges // the canonical key, as Header().Add would write
 			lb.WriteError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token>")
 			return
 		}

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"html/template"
@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,15 +32,28 @@ type app struct {
 	// initial is the configuration at start: what restart-only settings
 	// keep meaning whatever reloads have read since.
 	initial *Config
+	// reloadMu serialises reloads, which come from SIGHUP (serve's
+	// goroutine) and POST /reload (the admin server's).
+	reloadMu sync.Mutex
 
 	access *bufferedWriter
 	page   *template.Template
 	bal    *lb.Balancer
 	limit  *rateLimit
+	// certs is the certificate the listener presents, nil without TLS;
+	// reload swaps it.
+	certs *certStore
 
 	ln, adminLn net.Listener
 	srv         frontServer
 	admin       *http.Server
+	// redirect answers plain HTTP on tls.redirect_http with a 308 to
+	// https; nil when off.
+	redirect   *http.Server
+	redirectLn net.Listener
+
+	// drainEvery is how often the drain logs what it is waiting for.
+	drainEvery time.Duration
 
 	// hardCtx is the base context of every request. Cancelling it after the
 	// drain period closes what Shutdown does not wait for: upgraded
@@ -54,10 +66,11 @@ type app struct {
 type frontServer = *h1.Server
 
 // newApp builds everything and opens the listeners, so that a port already
-// in use is reported before the process claims to be up. It starts no
-// goroutine.
-func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, access *bufferedWriter) (*app, error) {
-	a := &app{path: path, over: over, log: logger, access: access, page: newPageTemplate(), initial: cfg}
+// in use is reported before the process claims to be up. cert is the
+// certificate loadConfig read, nil without TLS. It starts no goroutine.
+func newApp(cfg *Config, cert *certificate, path string, over Overrides, logger *slog.Logger, access *bufferedWriter) (*app, error) {
+	a := &app{path: path, over: over, log: logger, access: access, page: newPageTemplate(), initial: cfg,
+		drainEvery: 3 * time.Second}
 	a.cfg.Store(cfg)
 	applyRuntime(cfg.Runtime)
 
@@ -81,9 +94,31 @@ func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, acces
 		BaseContext:       func(net.Listener) context.Context { return a.hardCtx },
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	var listenerTLS *tls.Config
+	if cfg.TLS.Enabled() {
+		if cert == nil {
+			return nil, errors.New("tls: no certificate loaded") // loadConfig loads it
+		}
+		a.certs = &certStore{}
+		a.certs.set(cert)
+		listenerTLS = serverTLS(cfg.TLS, a.certs)
+		// net/http's Serve sets up HTTP/2 only when its own TLSConfig offers
+		// h2; the listener's config, built alike, does the handshakes.
+		front.TLSConfig = serverTLS(cfg.TLS, a.certs)
+	}
 	a.srv = h1.NewServer(front)
+	closeListeners := func() {
+		for _, ln := range []net.Listener{a.ln, a.adminLn, a.redirectLn} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+	}
 	if a.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	if listenerTLS != nil {
+		a.ln = tls.NewListener(a.ln, listenerTLS)
 	}
 	if cfg.Admin.Listen != "" {
 		a.admin = &http.Server{
@@ -95,8 +130,15 @@ func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, acces
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		}
 		if a.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-			a.ln.Close()
+			closeListeners()
 			return nil, fmt.Errorf("admin: listen on %s: %w", cfg.Admin.Listen, err)
+		}
+	}
+	if cfg.TLS.RedirectHTTP != "" {
+		a.redirect = newRedirectServer(a.ln.Addr(), cfg, logger)
+		if a.redirectLn, err = net.Listen("tcp", cfg.TLS.RedirectHTTP); err != nil {
+			closeListeners()
+			return nil, fmt.Errorf("tls.redirect_http: listen on %s: %w", cfg.TLS.RedirectHTTP, err)
 		}
 	}
 	return a, nil
@@ -113,26 +155,37 @@ func (a *app) AdminAddr() string {
 	return a.adminLn.Addr().String()
 }
 
-// serve runs until ctx ends, re-reading the configuration on every value
-// from hup, then drains: it stops accepting, waits up to timeouts.shutdown
-// for in-flight requests and upgraded connections, closes whatever is left
-// and stops the background goroutines. It returns nil after a clean stop.
-func (a *app) serve(ctx context.Context, hup <-chan os.Signal) error {
+// serve runs until ctx ends or a value comes from term, re-reading the
+// configuration on every value from hup, then drains (see drain): a second
+// value from term during the drain ends it at once. It returns nil after a
+// clean stop, errInterrupted after a cut-short one.
+func (a *app) serve(ctx context.Context, hup, term <-chan os.Signal) error {
 	cfg := a.cfg.Load()
 	bgCtx, bgCancel := context.WithCancel(context.Background())
+	defer bgCancel()
 	var bg sync.WaitGroup
 	bg.Go(func() { a.bal.RunHealthChecks(bgCtx) })
 	bg.Go(func() { a.access.Run(bgCtx, 100*time.Millisecond) })
 	a.limit.start(bgCtx, &bg)
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- a.srv.Serve(a.ln) }()
 	if a.admin != nil {
 		go func() { errc <- a.admin.Serve(a.adminLn) }()
 	}
-	a.log.Info("listening", "addr", a.Addr(), "admin", a.AdminAddr(), "config", a.path,
+	if a.redirect != nil {
+		go func() { errc <- a.redirect.Serve(a.redirectLn) }()
+	}
+	attrs := []any{"addr", a.Addr(), "admin", a.AdminAddr(), "config", a.path,
 		"backends", len(cfg.Backends), "algorithm", cfg.Algorithm, "rate_limit", cfg.RateLimit.Enabled,
-		"clients_file", a.limit.store.Path(), "clients_with_own_limits", a.limit.limiter.Stats().Overrides, "version", version)
+		"clients_file", a.limit.store.Path(), "clients_with_own_limits", a.limit.limiter.Stats().Overrides, "version", version()}
+	if a.certs != nil {
+		attrs = append(attrs, "tls", "min "+cfg.TLS.MinVersion+", h2 and http/1.1", "certificate", a.certs.cur.Load().describe())
+	}
+	if a.redirectLn != nil {
+		attrs = append(attrs, "redirect_http", a.redirectLn.Addr().String())
+	}
+	a.log.Info("listening", attrs...)
 
 	var serveErr error
 loop:
@@ -140,160 +193,29 @@ loop:
 		select {
 		case <-ctx.Done():
 			break loop
+		case <-term:
+			break loop
 		case <-hup:
-			a.reload()
+			a.reload("SIGHUP")
 		case err := <-errc:
 			serveErr = err
 			break loop
 		}
 	}
 
-	cfg = a.cfg.Load()
-	grace := cfg.Timeouts.Shutdown.D()
-	a.log.Info("shutting down: no new connections; waiting for in-flight requests", "grace", grace)
-	drainCtx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	start := time.Now()
-	err := a.srv.Shutdown(drainCtx)
-	if err == nil {
-		err = a.bal.WaitUpgrades(drainCtx)
-	}
-	if err != nil {
-		a.log.Warn("drain period over: closing remaining connections", "after", time.Since(start).Round(time.Millisecond),
-			"upgraded", a.bal.Upgrades())
-	}
-	a.hardCancel()
-	a.srv.Close()
-	if a.admin != nil {
-		a.admin.Close()
+	err := a.drain(term)
+	if errors.Is(err, errInterrupted) {
+		bgCancel() // the background goroutines end on their own; no waiting
+		a.access.Flush()
+		return err
 	}
 	bgCancel()
 	bg.Wait()
 	a.access.Flush() // lines of requests that ended after the flusher stopped
-	a.log.Info("stopped", "drained_in", time.Since(start).Round(time.Millisecond))
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}
 	return nil
-}
-
-// reload re-reads the configuration file. A bad file changes nothing: every
-// problem is logged and the running configuration stays.
-func (a *app) reload() {
-	old := a.cfg.Load()
-	cfg, err := LoadConfig(a.path, a.over)
-	if err == nil {
-		err = checkStartOnly(cfg)
-	}
-	if err != nil {
-		a.logRejected(err)
-		return
-	}
-	if err := a.limit.reload(cfg, a.path); err != nil {
-		a.logRejected(err)
-		return
-	}
-	if err := a.bal.Apply(lbConfig(cfg)); err != nil {
-		a.logRejected(err)
-		return
-	}
-	for _, s := range append(restartOnly(a.initial, cfg), a.limit.restartOnly(cfg)...) {
-		a.log.Warn("reload: " + s + " changes only on restart; keeping the value the balancer started with")
-	}
-	applyRuntime(cfg.Runtime)
-	a.cfg.Store(cfg)
-	a.log.Info("configuration reloaded", "config", a.path, "changed", configDiff(old, cfg),
-		"clients_with_own_limits", a.limit.limiter.Stats().Overrides)
-}
-
-func (a *app) logRejected(err error) {
-	var ce *ConfigError
-	if errors.As(err, &ce) {
-		for _, p := range ce.Problems {
-			a.log.Error("reload rejected: " + p)
-		}
-	} else {
-		a.log.Error("reload rejected: " + err.Error())
-	}
-	a.log.Error("reload rejected: keeping the running configuration", "config", a.path)
-}
-
-// restartOnly names the settings that differ between the configuration
-// the balancer started with and cfg but are fixed once listening.
-func restartOnly(initial, cfg *Config) []string {
-	var out []string
-	for _, c := range []struct {
-		name    string
-		changed bool
-	}{
-		{"listen", initial.Listen != cfg.Listen},
-		{"admin", initial.Admin != cfg.Admin},
-		{"timeouts.read_header", initial.Timeouts.ReadHeader != cfg.Timeouts.ReadHeader},
-		{"timeouts.idle", initial.Timeouts.Idle != cfg.Timeouts.Idle},
-		{"max_header_bytes", initial.MaxHeaderBytes != cfg.MaxHeaderBytes},
-		{"log_format", initial.LogFormat != cfg.LogFormat},
-	} {
-		if c.changed {
-			out = append(out, c.name)
-		}
-	}
-	return out
-}
-
-// configDiff lists the field paths whose values differ between old and
-// cfg ("retries", "backends[1].weight"), for the reload log line.
-func configDiff(old, cfg *Config) []string {
-	flat := func(c *Config) map[string]string {
-		m := map[string]string{}
-		data, _ := json.Marshal(c)
-		var v any
-		json.Unmarshal(data, &v)
-		flatten("", v, m)
-		return m
-	}
-	a, b := flat(old), flat(cfg)
-	var out []string
-	for k, v := range b {
-		if a[k] != v {
-			out = append(out, k)
-		}
-	}
-	for k := range a {
-		if _, ok := b[k]; !ok {
-			out = append(out, k)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-func flatten(path string, v any, out map[string]string) {
-	switch v := v.(type) {
-	case map[string]any:
-		for k, e := range v {
-			flatten(joinPath(path, k), e, out)
-		}
-	case []any:
-		for i, e := range v {
-			flatten(fmt.Sprintf("%s[%d]", path, i), e, out)
-		}
-	default:
-		out[path] = fmt.Sprint(v)
-	}
-}
-
-// checkStartOnly checks what depends on the environment rather than the
-// file: an admin API reachable from other machines must have a token.
-func checkStartOnly(cfg *Config) error {
-	if cfg.Admin.Listen == "" || os.Getenv(cfg.Admin.TokenEnv) != "" {
-		return nil
-	}
-	if isLoopback(cfg.Admin.Listen) {
-		return nil
-	}
-	return &ConfigError{Problems: []string{fmt.Sprintf(
-		"admin.listen: %s is reachable from other machines, so the admin API needs a token: set %s (admin.token_env) or listen on 127.0.0.1",
-		cfg.Admin.Listen, cfg.Admin.TokenEnv)}}
 }
 
 // lbConfig translates the file's schema into the balancer's plain values.
@@ -319,7 +241,7 @@ func lbConfig(cfg *Config) lb.Config {
 	for _, b := range cfg.Backends {
 		u, _ := url.Parse(b.URL)
 		u.Path = ""
-		out.Backends = append(out.Backends, lb.BackendConfig{URL: u, Weight: b.Weight})
+		out.Backends = append(out.Backends, lb.BackendConfig{URL: u, Weight: b.Weight, Name: b.Name})
 	}
 	return out
 }

@@ -47,7 +47,9 @@ func backendNamed(t *testing.T, name string) *httptest.Server {
 }
 
 // writeConfig writes a config for the given backends to path, listening on
-// free loopback ports, with extra top-level JSON fields appended.
+// free loopback ports, with extra top-level JSON fields appended. Health
+// checks are frequent, with a timeout a busy machine cannot reach for a
+// healthy backend.
 func writeConfig(t *testing.T, path string, extra string, backends ...string) {
 	t.Helper()
 	var list []string
@@ -56,7 +58,7 @@ func writeConfig(t *testing.T, path string, extra string, backends ...string) {
 	}
 	clients := filepath.Join(filepath.Dir(path), "clients.json")
 	data := fmt.Sprintf(`{"listen": "127.0.0.1:0", "backends": [%s],
-		"health_check": {"interval": "20ms", "timeout": "200ms"},
+		"health_check": {"interval": "20ms", "timeout": "2s"},
 		"timeouts": {"shutdown": "5s"},
 		"rate_limit": {"clients_file": %q},
 		"admin": {"listen": "127.0.0.1:0"}%s}`, strings.Join(list, ", "), clients, extra)
@@ -70,6 +72,7 @@ type runningApp struct {
 	logs   *syncBuffer
 	access *syncBuffer
 	hup    chan os.Signal
+	term   chan os.Signal // as SIGINT and SIGTERM
 	stop   context.CancelFunc
 	done   chan error
 }
@@ -78,19 +81,20 @@ type runningApp struct {
 // test ends.
 func startApp(t *testing.T, path string) *runningApp {
 	t.Helper()
-	cfg, err := LoadConfig(path, Overrides{})
+	cfg, cert, err := loadConfig(path, Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &runningApp{logs: &syncBuffer{}, access: &syncBuffer{}, hup: make(chan os.Signal, 1), done: make(chan error, 1)}
+	r := &runningApp{logs: &syncBuffer{}, access: &syncBuffer{}, hup: make(chan os.Signal, 1),
+		term: make(chan os.Signal, 2), done: make(chan error, 1)}
 	logger := slog.New(slog.NewTextHandler(r.logs, nil))
-	r.app, err = newApp(cfg, path, Overrides{}, logger, newBufferedWriter(r.access, 4096))
+	r.app, err = newApp(cfg, cert, path, Overrides{}, logger, newBufferedWriter(r.access, 4096))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel
-	go func() { r.done <- r.serve(ctx, r.hup) }()
+	go func() { r.done <- r.serve(ctx, r.hup, r.term) }()
 	t.Cleanup(func() {
 		cancel()
 		<-r.done
@@ -171,8 +175,8 @@ func TestApp_BadReloadKeepsRunningConfig(t *testing.T) {
 		return strings.Contains(r.logs.String(), "reload rejected: keeping the running configuration")
 	})
 	for _, want := range []string{
-		`reload rejected: backends[0].url: \"ftp://nope\" has no http:// or https:// scheme`,
-		"reload rejected: retries: must be between 0 and 10, got -1",
+		`reload rejected: ` + path + `: backends[0].url: \"ftp://nope\" has no http:// or https:// scheme`,
+		"reload rejected: " + path + ": retries: must be between 0 and 10, got -1",
 	} {
 		if !strings.Contains(r.logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, r.logs)
@@ -186,36 +190,8 @@ func TestApp_BadReloadKeepsRunningConfig(t *testing.T) {
 }
 
 func TestApp_ShutdownLetsSlowRequestFinish(t *testing.T) {
-	entered, release := make(chan struct{}), make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			close(entered)
-			<-release
-		}
-		io.WriteString(w, "done")
-	}))
-	defer slow.Close()
-	path := filepath.Join(t.TempDir(), "config.json")
-	writeConfig(t, path, "", slow.URL)
-	r := startApp(t, path)
+	r, release, got := startSlowApp(t, "")
 	addr := r.Addr()
-
-	type result struct {
-		body string
-		err  error
-	}
-	got := make(chan result, 1)
-	go func() {
-		resp, err := http.Get("http://" + addr + "/slow")
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		got <- result{string(b), err}
-	}()
-	<-entered
 	r.stop() // as SIGTERM does
 	waitUntil(t, "the listener to close", func() bool {
 		c, err := net.Dial("tcp", addr)
@@ -224,9 +200,8 @@ func TestApp_ShutdownLetsSlowRequestFinish(t *testing.T) {
 		}
 		return err != nil
 	})
-	close(release)
-	res := <-got
-	if res.err != nil || res.body != "done" {
+	release <- struct{}{}
+	if res := <-got; res.err != nil || res.body != "done" {
 		t.Fatalf("in-flight request during shutdown: %q, %v; want it to finish", res.body, res.err)
 	}
 	if err := <-r.done; err != nil {
@@ -307,20 +282,20 @@ func TestCheckStartOnly_AdminOnPublicAddressNeedsToken(t *testing.T) {
 	t.Setenv("STDLB_TEST_TOKEN", "")
 	for addr, ok := range map[string]bool{"127.0.0.1:9090": true, "[::1]:9090": true, "localhost:9090": true, "0.0.0.0:9090": false, "192.0.2.1:9090": false} {
 		cfg.Admin.Listen = addr
-		if err := checkStartOnly(&cfg); (err == nil) != ok {
-			t.Errorf("admin on %s without token: err = %v", addr, err)
+		if ps := startOnlyProblems(&cfg); (len(ps) == 0) != ok {
+			t.Errorf("admin on %s without token: problems %v", addr, ps)
 		}
 	}
 	t.Setenv("STDLB_TEST_TOKEN", "s3cret")
 	cfg.Admin.Listen = "0.0.0.0:9090"
-	if err := checkStartOnly(&cfg); err != nil {
-		t.Errorf("admin on 0.0.0.0 with a token: %v", err)
+	if ps := startOnlyProblems(&cfg); len(ps) != 0 {
+		t.Errorf("admin on 0.0.0.0 with a token: %v", ps)
 	}
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // only a failing test waits this long
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"stdlb/bucket"
 )
@@ -28,12 +29,16 @@ type Config struct {
 	RateLimit      RateLimitConfig `json:"rate_limit"`
 	Admin          AdminConfig     `json:"admin"`
 	Runtime        RuntimeConfig   `json:"runtime"`
+	TLS            TLSConfig       `json:"tls"`
 }
 
 // BackendConfig is one entry of "backends".
 type BackendConfig struct {
 	URL    string `json:"url"`
 	Weight int    `json:"weight"`
+	// Name is what logs, /status, metrics and the status page call the
+	// backend; empty means its URL.
+	Name string `json:"name,omitempty"`
 }
 
 // HealthConfig is "health_check".
@@ -125,6 +130,7 @@ func defaultConfig() Config {
 		// buffers, so the collector runs often at Go's default of 100;
 		// doubling the target measured 5% more throughput (bench/RESULTS.md).
 		Runtime: RuntimeConfig{GOGC: 200, FastHTTP1: true},
+		TLS:     TLSConfig{MinVersion: "1.2"},
 	}
 }
 
@@ -160,6 +166,9 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 type ConfigError struct {
 	Source   string // the file, for the message
 	Problems []string
+	// decoded is what could be read of a file with problems, so that the
+	// checks of the files it names can run too; nil when unreadable.
+	decoded *Config
 }
 
 func (e *ConfigError) Error() string {
@@ -213,8 +222,11 @@ func ParseConfig(data []byte, o Overrides) (*Config, error) {
 	} else if err != nil {
 		return nil, &ConfigError{Problems: []string{"not valid JSON: " + jsonErrorWithLine(data, err)}}
 	}
-	if dec.More() {
-		return nil, &ConfigError{Problems: []string{"not valid JSON: more than one value in the file"}}
+	if end := dec.InputOffset(); len(bytes.TrimSpace(data[end:])) > 0 {
+		next := end + int64(len(data[end:])-len(bytes.TrimLeft(data[end:], " \t\r\n")))
+		line, col := position(data, next+1)
+		return nil, &ConfigError{Problems: []string{fmt.Sprintf(
+			"not valid JSON: line %d, column %d: more after the end of the object (one JSON object per file)", line, col)}}
 	}
 	problems = checkShape("", raw, &cfg, problems)
 	// Decode even when the shape is wrong: encoding/json skips fields of the
@@ -244,19 +256,27 @@ func ParseConfig(data []byte, o Overrides) (*Config, error) {
 		problems = append(problems, p)
 	}
 	if len(problems) > 0 {
-		return nil, &ConfigError{Problems: problems}
+		return nil, &ConfigError{Problems: problems, decoded: &cfg}
 	}
 	return &cfg, nil
 }
 
-// jsonErrorWithLine adds the line and column to a syntax error's offset.
+// jsonErrorWithLine puts the line and column of a syntax error in front of
+// it, both counted from 1 as editors do, the column in characters.
 func jsonErrorWithLine(data []byte, err error) string {
 	se, ok := err.(*json.SyntaxError)
 	if !ok {
 		return err.Error()
 	}
-	before := data[:min(int(se.Offset), len(data))]
-	line := bytes.Count(before, []byte("\n")) + 1
-	col := len(before) - bytes.LastIndexByte(before, '\n')
+	line, col := position(data, se.Offset)
 	return fmt.Sprintf("line %d, column %d: %v", line, col, err)
+}
+
+// position returns the line and column of the byte at offset-1: a
+// json.SyntaxError's Offset counts the bytes read up to and including the
+// one that was wrong.
+func position(data []byte, offset int64) (line, col int) {
+	before := data[:max(0, min(int(offset)-1, len(data)))]
+	lineStart := bytes.LastIndexByte(before, '\n') + 1
+	return bytes.Count(before, []byte("\n")) + 1, utf8.RuneCount(before[lineStart:]) + 1
 }

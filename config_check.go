@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -167,7 +168,7 @@ func (c *Config) validate(shapeProblems []string) []string {
 	if len(c.Backends) == 0 {
 		add("backends", "at least one backend is needed")
 	}
-	seen := map[string]int{}
+	seen, names := map[string]int{}, map[string]int{}
 	for i, b := range c.Backends {
 		p := fmt.Sprintf("backends[%d]", i)
 		if msg := checkBackendURL(b.URL); msg != "" {
@@ -180,6 +181,7 @@ func (c *Config) validate(shapeProblems []string) []string {
 		if b.Weight < 0 || b.Weight > 1000 {
 			add(p+".weight", "must be between 1 and 1000 (0 or absent means 1), got %d", b.Weight)
 		}
+		checkBackendName(add, p+".name", b.Name, names, i)
 	}
 
 	h := c.HealthCheck
@@ -249,6 +251,7 @@ func (c *Config) validate(shapeProblems []string) []string {
 	if c.Admin.Listen != "" {
 		checkListen(add, "admin.listen", c.Admin.Listen, true)
 	}
+	c.TLS.check(add)
 	if !envName.MatchString(c.Admin.TokenEnv) {
 		add("admin.token_env", "%q is not an environment variable name", c.Admin.TokenEnv)
 	}
@@ -281,6 +284,24 @@ func checkListen(add func(string, string, ...any), path, addr string, needHost b
 	}
 }
 
+// backendName is what a backend's name may be: short, and plain enough to
+// stand unquoted in a log line and as a metrics label.
+var backendName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// checkBackendName checks backends[i].name; names maps the names seen so
+// far to their index.
+func checkBackendName(add func(string, string, ...any), path, name string, names map[string]int, i int) {
+	switch j, dup := names[name]; {
+	case name == "":
+	case !backendName.MatchString(name):
+		add(path, "%q is not a usable name (up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit)", name)
+	case dup:
+		add(path, "%q is also the name of backends[%d]", name, j)
+	default:
+		names[name] = i
+	}
+}
+
 // checkBackendURL returns why s is not a usable backend URL, or "".
 func checkBackendURL(s string) string {
 	u, err := url.Parse(s)
@@ -299,8 +320,18 @@ func checkBackendURL(s string) string {
 		return fmt.Sprintf("%q has a path, query or fragment; give only scheme, host and port (requests keep their own path)", s)
 	case u.User != nil:
 		return fmt.Sprintf("%q carries credentials; they are not supported", s)
+	case u.Port() != "" && !validPort(u.Port()):
+		return fmt.Sprintf("%q: port %s is outside 1-65535", s, u.Port())
+	case strings.HasSuffix(u.Host, ":"):
+		return fmt.Sprintf("%q: empty port after the colon", s)
 	}
 	return ""
+}
+
+// validPort reports whether p, all digits, is a TCP port from 1 to 65535.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // canonicalURL is a backend URL as the balancer keys it.

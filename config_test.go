@@ -69,8 +69,8 @@ func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
 		want []string
 	}{
 		{"unknown fields, all of them", `{"backends": [{"url": "http://a:1", "wieght": 2}], "listne": ":1"}`, []string{
-			"backends[0].wieght: unknown field (known: url, weight)",
-			"listne: unknown field (known: access_log, admin, algorithm, backends, health_check, listen, log_format, max_header_bytes, rate_limit, retries, runtime, timeouts)",
+			"backends[0].wieght: unknown field (known: name, url, weight)",
+			"listne: unknown field (known: access_log, admin, algorithm, backends, health_check, listen, log_format, max_header_bytes, rate_limit, retries, runtime, timeouts, tls)",
 		}},
 		{"backend URL without scheme or host", `{"backends": [{"url": "127.0.0.1:9001"}, {"url": "http://"}, {"url": ""}]}`, []string{
 			`backends[0].url: "127.0.0.1:9001" has no http:// or https:// scheme`,
@@ -114,7 +114,7 @@ func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
 			"admin.listen: name the address to listen on, e.g. 127.0.0.1:9090 (an empty host listens on every interface)",
 		}},
 		{"not JSON", "{\n  \"listen\": \":8080\",\n}", []string{
-			"not valid JSON: line 3, column 2: invalid character '}' looking for beginning of object key string",
+			"not valid JSON: line 3, column 1: invalid character '}' looking for beginning of object key string",
 		}},
 		{"not an object", `[1, 2]`, []string{"(top level): want an object, got a list"}},
 		{"empty file", "  \n", []string{`the file is empty (want a JSON object such as {"backends": [{"url": "http://127.0.0.1:9001"}]})`}},

@@ -54,7 +54,10 @@ func TestApp_SubTickCapacityIsRefused(t *testing.T) {
 	writeConfig(t, path, `, "rate_limit": {"enabled": true, "capacity": 1, "refill_rate": 50},
 		"admin": {"listen": "127.0.0.1:0", "token_env": "STDLB_TEST_ADMIN_TOKEN"}`, be.URL)
 	r.hup <- os.Interrupt
-	waitUntil(t, "the reload to be refused", func() bool { return strings.Contains(r.logs.String(), "reload rejected: rate_limit.capacity") })
+	waitUntil(t, "the reload to be refused", func() bool {
+		logs := r.logs.String()
+		return strings.Contains(logs, "reload rejected: ") && strings.Contains(logs, "rate_limit.capacity: 1 is less than one refill")
+	})
 	if got := r.cfg.Load().RateLimit.Capacity; got != 10 {
 		t.Fatalf("after a refused reload: capacity %d, want the old 10", got)
 	}

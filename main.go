@@ -4,10 +4,15 @@
 //	stdlb [-config FILE] [-listen ADDR] [-backends URL,URL,...] [-check-config] [-version]
 //
 // The configuration file is -config, else $CONFIG_PATH, else config.json.
-// SIGHUP re-reads it (and the clients file); SIGINT and SIGTERM stop
-// accepting connections, let in-flight requests finish for up to
-// timeouts.shutdown, and exit 0. A bad configuration at start prints one
-// line per problem and exits 2 before anything listens.
+// SIGHUP (or POST /reload on the admin API) re-reads it, the clients file
+// and the TLS certificate; SIGINT and SIGTERM stop accepting connections,
+// let in-flight requests finish for up to timeouts.shutdown, and exit 0; a
+// second one during that drain exits at once.
+//
+// Exit status: 0 after a clean stop or a valid -check-config; 2 for a bad
+// configuration (one line per problem, before anything listens) or command
+// line; 1 when it could not start (a port in use, ...), stopped on an
+// error, or a second signal cut the drain short.
 package main
 
 import (
@@ -22,9 +27,6 @@ import (
 	"syscall"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -38,7 +40,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var over Overrides
 	fs.StringVar(&over.Listen, "listen", "", "listen address, overriding the file's \"listen\" (e.g. :8080)")
 	fs.StringVar(&over.Backends, "backends", "", "comma-separated backend URLs, overriding the file's \"backends\"")
-	check := fs.Bool("check-config", false, "validate the configuration and the clients file, then exit 0 (valid) or 2")
+	check := fs.Bool("check-config", false, "validate the configuration, the clients file and the TLS files, then exit 0 (valid) or 2")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -46,8 +48,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "stdlb: unexpected argument %q (flags only; see -h)\n", fs.Arg(0))
+		return 2
+	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "stdlb", version)
+		fmt.Fprintln(stdout, "stdlb", version())
 		return 0
 	}
 	path := *configPath
@@ -58,34 +64,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		path = "config.json"
 	}
 
-	var cfg *Config
-	var err error
+	load := path
 	if _, statErr := os.Stat(path); statErr != nil && *configPath == "" && os.Getenv("CONFIG_PATH") == "" && over.Backends != "" {
 		// No file and none asked for, but the command line names the
 		// backends: run on the defaults, as "stdlb -backends URL" suggests.
-		cfg, err = ParseConfig([]byte("{}"), over)
-	} else {
-		cfg, err = LoadConfig(path, over)
+		load = ""
 	}
-	if err == nil {
-		err = checkStartOnly(cfg)
-	}
+	cfg, cert, err := loadConfig(load, over)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
 	if *check {
-		clients, err := checkClientsFile(cfg, path)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 2
+		msg := fmt.Sprintf("%s: configuration ok (%s, %s; %s", path, plural(len(cfg.Backends), "backend"), cfg.Algorithm,
+			describeClientsFile(cfg, path))
+		if cert != nil {
+			msg += "; certificate " + cert.describe()
 		}
-		fmt.Fprintf(stdout, "%s: configuration ok (%s, %s; %s)\n", path, plural(len(cfg.Backends), "backend"), cfg.Algorithm, clients)
+		fmt.Fprintln(stdout, msg+")")
 		return 0
 	}
 
 	logger, access := newLoggers(cfg.LogFormat, stderr, stdout)
-	a, err := newApp(cfg, path, over, logger, access)
+	a, err := newApp(cfg, cert, path, over, logger, access)
 	if err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) {
@@ -96,13 +97,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// Not signal.NotifyContext: a second SIGINT or SIGTERM during the drain
+	// must be seen too (serve stops at once then), so serve reads them all.
+	term := make(chan os.Signal, 2)
+	signal.Notify(term, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(term)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	if err := a.serve(ctx, hup); err != nil {
-		logger.Error("stopped with an error", "err", err)
+	if err := a.serve(context.Background(), hup, term); err != nil {
+		if !errors.Is(err, errInterrupted) { // the drain has said why
+			logger.Error("stopped with an error", "err", err)
+		}
 		return 1
 	}
 	return 0

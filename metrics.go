@@ -81,7 +81,7 @@ func (a *app) writeMetrics(out io.Writer) {
 		"Requests answered, by backend and status code. backend is empty for answers the balancer made itself (429, 503); code 499 means the client went away first.")
 	for _, be := range m.Backends {
 		for _, code := range slices.Sorted(maps.Keys(be.ByStatus)) {
-			p.sample("stdlb_requests_total", float64(be.ByStatus[code]), "backend", be.URL, "code", strconv.Itoa(code))
+			p.sample("stdlb_requests_total", float64(be.ByStatus[code]), "backend", be.Name, "code", strconv.Itoa(code))
 		}
 	}
 	for _, code := range slices.Sorted(maps.Keys(m.Local)) {
@@ -100,21 +100,25 @@ func (a *app) writeMetrics(out io.Writer) {
 
 	p.family("stdlb_backend_up", "gauge", "1 while the backend is in rotation, 0 while it is marked down.")
 	for _, be := range m.Backends {
-		p.sample("stdlb_backend_up", boolValue(be.Healthy), "backend", be.URL)
+		p.sample("stdlb_backend_up", boolValue(be.Healthy), "backend", be.Name)
+	}
+	p.family("stdlb_backend_info", "gauge", "Always 1: the URL of each backend, by the name the other families use.")
+	for _, be := range m.Backends {
+		p.sample("stdlb_backend_info", 1, "backend", be.Name, "url", be.URL)
 	}
 	p.family("stdlb_backend_in_flight", "gauge", "Requests being proxied to the backend now.")
 	for _, be := range m.Backends {
-		p.sample("stdlb_backend_in_flight", float64(be.InFlight), "backend", be.URL)
+		p.sample("stdlb_backend_in_flight", float64(be.InFlight), "backend", be.Name)
 	}
 	p.family("stdlb_backend_failures_total", "counter",
 		"Attempts that failed at the backend: refused, reset, timed out, or broken off mid-answer.")
 	for _, be := range m.Backends {
-		p.sample("stdlb_backend_failures_total", float64(be.Failures), "backend", be.URL)
+		p.sample("stdlb_backend_failures_total", float64(be.Failures), "backend", be.Name)
 	}
 	p.family("stdlb_health_checks_total", "counter", "Active health checks, by result.")
 	for _, be := range m.Backends {
-		p.sample("stdlb_health_checks_total", float64(be.ProbesPassed), "backend", be.URL, "result", "pass")
-		p.sample("stdlb_health_checks_total", float64(be.ProbesFailed), "backend", be.URL, "result", "fail")
+		p.sample("stdlb_health_checks_total", float64(be.ProbesPassed), "backend", be.Name, "result", "pass")
+		p.sample("stdlb_health_checks_total", float64(be.ProbesFailed), "backend", be.Name, "result", "fail")
 	}
 	p.family("stdlb_upgraded_connections", "gauge", "Upgraded (WebSocket) connections open now.")
 	p.sample("stdlb_upgraded_connections", float64(m.Upgrades))

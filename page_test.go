@@ -12,8 +12,8 @@ func TestStatusPage_RendersEachBackend(t *testing.T) {
 	report := statusReport{
 		Version: "v1.2.3", Algorithm: "least-connections", UptimeSeconds: 90061,
 		Backends: []lb.BackendStatus{
-			{URL: "http://10.0.0.1:80", Healthy: true, Weight: 3, InFlight: 7, Requests: 1200, Failures: 2},
-			{URL: "http://10.0.0.2:80", Healthy: false, Weight: 1, Requests: 5, Failures: 5,
+			{Name: "b1", URL: "http://10.0.0.1:80", Healthy: true, Weight: 3, InFlight: 7, Requests: 1200, Failures: 2},
+			{Name: "http://10.0.0.2:80", URL: "http://10.0.0.2:80", Healthy: false, Weight: 1, Requests: 5, Failures: 5,
 				LastError: `/healthz answered 503 <script>alert("x")</script>`, LastCheck: time.Now()},
 		},
 		Limiter: limiterStatus{Enabled: true, Clients: 42, MaxClients: 1000, Admitted: 900, Rejected: 17},
@@ -26,6 +26,9 @@ func TestStatusPage_RendersEachBackend(t *testing.T) {
 	for _, want := range []string{
 		`version v1.2.3 · least-connections · up 1d 1h 1m`,
 		`<div class="card up" data-url="http://10.0.0.1:80">`,
+		`<div class="url">b1</div><div class="addr">http://10.0.0.1:80</div>`,
+		`<div class="url">http://10.0.0.2:80</div>
+`, // no name: the URL once
 		`<dt>in flight</dt><dd class="inflight">7</dd>`,
 		`<dt>requests</dt><dd class="requests">1200</dd>`,
 		`<dt>weight</dt><dd>3</dd>`,

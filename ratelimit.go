@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -47,27 +46,18 @@ func clientsPath(cfg *Config, configPath string) string {
 	return filepath.Join(filepath.Dir(configPath), cfg.RateLimit.ClientsFile)
 }
 
-// checkClientsFile reports a clients file (and change log) that would stop
-// the balancer from starting, or says what it holds. It writes nothing.
-func checkClientsFile(cfg *Config, configPath string) (string, error) {
+// describeClientsFile says what the clients file holds, for -check-config
+// (loadConfig has reported any problem in it).
+func describeClientsFile(cfg *Config, configPath string) string {
 	path := clientsPath(cfg, configPath)
+	if _, err := os.Stat(path); err != nil {
+		return "clients file " + path + " absent: no client has limits of its own yet"
+	}
 	n, err := bucket.CheckClientsFile(path, bucket.New(limiterConfig(cfg, nil)))
 	if err != nil {
-		return "", &ConfigError{Source: configPath, Problems: clientsProblems(err)}
+		return "clients file " + path + " unreadable"
 	}
-	if _, err := os.Stat(path); err != nil {
-		return "clients file " + path + " absent: no client has limits of its own yet", nil
-	}
-	return fmt.Sprintf("clients file %s: %d with limits of their own", path, n), nil
-}
-
-// clientsProblems turns a clients file error into one problem per line.
-func clientsProblems(err error) []string {
-	var out []string
-	for line := range strings.Lines(err.Error()) {
-		out = append(out, "rate_limit.clients_file: "+strings.TrimSuffix(line, "\n"))
-	}
-	return out
+	return fmt.Sprintf("clients file %s: %d with limits of their own", path, n)
 }
 
 // limiterConfig is the bucket.Config of cfg.
@@ -90,7 +80,7 @@ func newRateLimit(cfg *Config, configPath string, logger *slog.Logger) (*rateLim
 	r.limiter = bucket.New(r.fixed)
 	store, err := bucket.OpenStore(clientsPath(cfg, configPath), r.limiter)
 	if err != nil {
-		return nil, &ConfigError{Problems: clientsProblems(err)}
+		return nil, &ConfigError{Problems: fieldLines("rate_limit.clients_file", err)}
 	}
 	r.store = store
 	r.configure(cfg)
@@ -152,7 +142,7 @@ func (r *rateLimit) reload(cfg *Config, configPath string) error {
 			"rate_limit.clients_file: moving it (%s to %s) needs a restart", r.store.Path(), p)}}
 	}
 	if err := r.store.Reload(); err != nil {
-		return &ConfigError{Problems: clientsProblems(err)}
+		return &ConfigError{Problems: fieldLines("rate_limit.clients_file", err)}
 	}
 	r.configure(cfg)
 	return nil

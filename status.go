@@ -38,7 +38,7 @@ func (a *app) status() statusReport {
 	st := a.limit.limiter.Stats()
 	started := a.bal.Started()
 	return statusReport{
-		Version:       version,
+		Version:       version(),
 		Started:       started.UTC().Truncate(time.Second),
 		UptimeSeconds: int64(time.Since(started).Seconds()),
 		Algorithm:     cfg.Algorithm,

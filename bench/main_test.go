@@ -46,7 +46,7 @@ func TestSmoke_TextReport(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
-	if served.Load() == 0 || strings.Contains(out, "401") {
+	if served.Load() == 0 || strings.Contains(out, "401: ") { // a status count, not a figure that has 401 in it
 		t.Errorf("server served %d, report:\n%s", served.Load(), out)
 	}
 }
@@ -103,7 +103,9 @@ func TestRun_ExitStatus(t *testing.T) {
 		{"stray argument", []string{"extra"}, 2},
 		{"nothing answers", []string{"-url", "http://127.0.0.1:1/", "-d", "20ms", "-warmup", "0s"}, 1},
 		{"help", []string{"-h"}, 0},
-		{"non-2xx still counts as answered", []string{"-url", srv.URL, "-d", "20ms", "-warmup", "0s", "-c", "1"}, 0},
+		// A window long enough that a busy machine cannot start the worker
+		// only after it has closed, which would leave no answer at all.
+		{"non-2xx still counts as answered", []string{"-url", srv.URL, "-d", "300ms", "-warmup", "0s", "-c", "1"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if code, _, errOut := runBench(t, tc.args...); code != tc.want {

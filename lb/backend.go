@@ -13,13 +13,14 @@ import (
 
 // Backend is one upstream server: its address and its live state. The
 // balancer creates Backends from Config and keeps a Backend (and so its
-// health and counters) across reloads for as long as its URL stays in the
-// configuration. All methods are safe for concurrent use.
+// health and counters) across reloads for as long as its URL and name stay
+// in the configuration. All methods are safe for concurrent use.
 type Backend struct {
 	// URL is the backend's base URL: scheme and host, no path.
 	URL *url.URL
-	// name is URL.String(), computed once because logs and metrics use it
-	// on every request.
+	// name is what logs, status and metrics call the backend: its
+	// configured name, else URL.String(). Fixed for the Backend's life: a
+	// reload that renames a backend makes a new Backend.
 	name string
 	// addr is the host:port to dial.
 	addr string
@@ -68,7 +69,8 @@ func NewBackend(u *url.URL) *Backend {
 	return b
 }
 
-// Name returns the backend's URL as text.
+// Name returns the backend's configured name, or its URL as text when it
+// has none.
 func (b *Backend) Name() string { return b.name }
 
 // Healthy reports whether policies may send requests to b.
@@ -134,6 +136,7 @@ func (b *Backend) markDown(reason string, now time.Time) bool {
 // and Failures count proxied attempts (a failure: refused, reset, timed
 // out, broken off); FailedChecksInARow counts active health checks.
 type BackendStatus struct {
+	Name               string    `json:"name"` // the URL when none is configured
 	URL                string    `json:"url"`
 	Healthy            bool      `json:"healthy"`
 	Weight             int       `json:"weight"`
@@ -151,7 +154,8 @@ func (b *Backend) status(weight int) BackendStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return BackendStatus{
-		URL:                b.name,
+		Name:               b.name,
+		URL:                b.URL.String(),
 		Healthy:            b.healthy.Load(),
 		Weight:             weight,
 		InFlight:           b.inFlight.Load(),

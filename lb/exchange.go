@@ -334,10 +334,16 @@ func (ex *exchange) status() int {
 
 // logAccess writes the request's access-log line.
 func (ex *exchange) logAccess(status int, dur time.Duration) {
-	var buf [12]slog.Attr
+	var buf [14]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("method", ex.in.Method),
 		slog.String("path", ex.in.URL.Path),
+		slog.String("proto", ex.in.Proto),
+	)
+	if ex.in.TLS != nil {
+		attrs = append(attrs, slog.Bool("tls", true))
+	}
+	attrs = append(attrs,
 		slog.Int("status", status),
 		slog.Duration("dur", dur.Round(time.Microsecond)),
 		slog.Int64("bytes", ex.rw.bytes),

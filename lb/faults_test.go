@@ -24,10 +24,10 @@ import (
 )
 
 // waitGoroutines polls until no more goroutines run than base, and fails
-// with every goroutine's stack if that does not happen within 5 seconds.
+// with every goroutine's stack if that does not happen within failAfter.
 func waitGoroutines(t *testing.T, base int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(failAfter)
 	for {
 		n := runtime.NumGoroutine()
 		if n <= base {
@@ -42,13 +42,13 @@ func waitGoroutines(t *testing.T, base int) {
 	}
 }
 
-// receive waits for a value on ch for up to 5 seconds.
+// receive waits for a value on ch for up to failAfter.
 func receive[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
 	select {
 	case v := <-ch:
 		return v
-	case <-time.After(5 * time.Second):
+	case <-time.After(failAfter):
 		t.Fatalf("timed out waiting for %s", what)
 		panic("unreachable")
 	}

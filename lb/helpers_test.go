@@ -85,17 +85,19 @@ func mustURL(t testing.TB, s string) *url.URL {
 	return u
 }
 
-// testConfig returns a config over the given backend URLs with fast health
-// checks, suitable for tests.
+// testConfig returns a config over the given backend URLs with frequent
+// health checks, suitable for tests. A probe's timeout is long: on a busy
+// machine a probe of a healthy local backend can take longer than a quiet
+// one suggests, and a timed-out probe would mark it down.
 func testConfig(t *testing.T, urls ...string) Config {
 	cfg := Config{
 		Retries: 2,
 		HealthCheck: HealthCheck{
-			Interval: 10 * time.Millisecond, Timeout: 200 * time.Millisecond,
+			Interval: 10 * time.Millisecond, Timeout: 2 * time.Second,
 			HealthyThreshold: 2, UnhealthyThreshold: 2,
 		},
 		DialTimeout:     time.Second,
-		ResponseTimeout: 5 * time.Second,
+		ResponseTimeout: 30 * time.Second, // long: a busy machine must not turn a slow answer into a 504
 		AccessLog:       true,
 	}
 	for _, u := range urls {
@@ -176,10 +178,16 @@ func runHealthChecks(t *testing.T, b *Balancer) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// failAfter is how long a test waits for something that must happen before
+// it gives up. Only a failing test waits that long, so it is generous: a
+// busy machine (both cores taken, the race detector on) can be many times
+// slower than a quiet one.
+const failAfter = 30 * time.Second
+
+// waitFor polls cond until it holds or failAfter passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(failAfter)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

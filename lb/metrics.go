@@ -85,6 +85,7 @@ type Metrics struct {
 
 // BackendMetrics is one backend's share of Metrics.
 type BackendMetrics struct {
+	Name         string // the URL when none is configured
 	URL          string
 	Healthy      bool
 	InFlight     int64
@@ -106,7 +107,8 @@ func (b *Balancer) Metrics() Metrics {
 	}
 	for _, be := range p.backends {
 		m.Backends = append(m.Backends, BackendMetrics{
-			URL:          be.name,
+			Name:         be.name,
+			URL:          be.URL.String(),
 			Healthy:      be.healthy.Load(),
 			InFlight:     be.inFlight.Load(),
 			Failures:     be.failures.Load(),

@@ -46,6 +46,9 @@ type Config struct {
 type BackendConfig struct {
 	URL    *url.URL // scheme and host; no path
 	Weight int      // share for weighted policies; below 1 counts as 1
+	// Name is what logs, status and metrics call the backend; empty means
+	// the URL. Names must differ.
+	Name string
 }
 
 // HealthCheck configures active health checks.
@@ -108,13 +111,13 @@ type pool struct {
 func newPool(cfg Config, old *pool) (*pool, error) {
 	cfg.setDefaults()
 	p := &pool{cfg: cfg}
-	kept := map[string]*Backend{}
+	kept := map[string]*Backend{} // by URL
 	if old != nil {
 		for _, b := range old.backends {
-			kept[b.name] = b
+			kept[b.URL.String()] = b
 		}
 	}
-	seen := map[string]bool{}
+	seen := map[string]bool{} // URLs and names
 	var errs []error
 	for i, bc := range cfg.Backends {
 		if bc.URL == nil || bc.URL.Host == "" || (bc.URL.Scheme != "http" && bc.URL.Scheme != "https") {
@@ -127,9 +130,18 @@ func newPool(cfg Config, old *pool) (*pool, error) {
 			continue
 		}
 		seen[name] = true
-		b := kept[name]
-		if b == nil {
+		if bc.Name != "" && bc.Name != name {
+			if seen[bc.Name] {
+				errs = append(errs, fmt.Errorf("lb: backends[%d]: the name %q is taken", i, bc.Name))
+				continue
+			}
+			seen[bc.Name] = true
+			name = bc.Name
+		}
+		b := kept[bc.URL.String()]
+		if b == nil || b.name != name {
 			b = NewBackend(bc.URL)
+			b.name = name
 		}
 		p.backends = append(p.backends, b)
 		p.weights = append(p.weights, max(bc.Weight, 1))

@@ -1,7 +1,8 @@
 // Command suite is `make bench`: it builds the balancer and the test
 // backend, starts two backends, the balancer twice (plain, and with rate
 // limiting and access log on), and nginx and HAProxy when installed, all on
-// loopback ports it picks; loads each target in alternating rounds with the
+// loopback ports it picks (with nginx, also the balancer and nginx over TLS
+// with one self-signed certificate: tls.go); loads each target in alternating rounds with the
 // bench/load generator; and prints one table, which it also appends to
 // bench/RESULTS.md. Every process it starts is stopped by process group on
 // exit, on error and on SIGINT/SIGTERM.
@@ -110,6 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for i, t := range targets {
 		configs[i] = load.Config{
 			URL: t.url, Conns: o.conns, Duration: o.dur, Warmup: o.warmup, Timeout: 5 * time.Second,
+			Insecure:     strings.HasPrefix(t.url, "https:"), // the TLS rows' self-signed certificate
 			MeasureStart: t.sampleCPU(&t.cpuStart), MeasureEnd: t.sampleCPU(&t.cpuEnd),
 		}
 	}
@@ -125,6 +127,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("load: %w", err)
 	}
 
+	if n := tlsNote(targets); n != "" {
+		notes = append(notes, n)
+	}
 	table := renderTable(targets, notes)
 	fmt.Fprint(stdout, table)
 	if o.noAppend {
@@ -143,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // answers. It returns the targets to load, direct first, and notes on
 // proxies skipped.
 func startTargets(ctx context.Context, ps *procs, dir, stdlbBin, backendBin string) ([]*target, []string, error) {
-	ports, err := freePorts(8)
+	ports, err := freePorts(11) // 8-10: the TLS rows
 	if err != nil {
 		return nil, nil, err
 	}
@@ -196,6 +201,7 @@ func startTargets(ctx context.Context, ps *procs, dir, stdlbBin, backendBin stri
 		}
 	}
 
+	var nginxBin string // for the TLS rows, when installed
 	if bin, err := exec.LookPath("nginx"); err != nil {
 		notes = append(notes, "nginx: not installed, skipped (apt-get install nginx to compare)")
 	} else {
@@ -213,6 +219,7 @@ func startTargets(ctx context.Context, ps *procs, dir, stdlbBin, backendBin stri
 		if err := add("nginx", p, ports[6]); err != nil {
 			return nil, nil, err
 		}
+		nginxBin = bin
 	}
 
 	if bin, err := exec.LookPath("haproxy"); err != nil {
@@ -229,6 +236,14 @@ func startTargets(ctx context.Context, ps *procs, dir, stdlbBin, backendBin stri
 		if err := add("haproxy", p, ports[7]); err != nil {
 			return nil, nil, err
 		}
+	}
+
+	if nginxBin != "" {
+		tlsTargets, err := startTLSTargets(ctx, ps, dir, stdlbBin, nginxBin, ports[8:11], backends)
+		if err != nil {
+			return nil, nil, err
+		}
+		targets = append(targets, tlsTargets...)
 	}
 	return targets, notes, nil
 }
