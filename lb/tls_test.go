@@ -1,12 +1,14 @@
 package lb
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -62,6 +64,17 @@ func startTLSBalancer(t *testing.T, b *Balancer, h2 bool) *front {
 		}}}
 	done := make(chan error, 1)
 	go func() { done <- f.srv.Serve(tls.NewListener(ln, cfg)) }()
+	// Tests that count goroutines need every goroutine the server keeps to
+	// have started: one exchange the server answers itself makes sure.
+	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "GET / HTTP/9.9\r\n\r\n")
+	if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+		t.Fatalf("the server did not answer a request for HTTP/9.9: %v", err)
+	}
+	conn.Close()
 	t.Cleanup(func() {
 		f.client.CloseIdleConnections()
 		f.srv.Close()

@@ -117,7 +117,7 @@ func (cl *Client) conn(ctx context.Context, timeout time.Duration, fresh bool) (
 		return nil, &Error{Kind: KindDial, Reason: dialReason(err), Err: err}
 	}
 	c := &clientConn{nc: nc, cl: cl, bw: bufio.NewWriterSize(nc, 4096)}
-	c.lim.r = nc
+	c.lim.r, c.lim.n = nc, -1
 	c.br = bufio.NewReaderSize(&c.lim, 4096)
 	c.abort = func() { c.nc.SetDeadline(aLongTimeAgo) }
 	return c, nil

@@ -156,6 +156,7 @@ func (c *clientConn) readAnswer(req *http.Request, body io.Reader, expect bool, 
 		if interim > maxInterim {
 			return nil, parsedResponse{}, protocolf("more than 5 interim (1xx) answers")
 		}
+		c.lim.n = maxResponseHead // for this head; readHead bounds it too
 		if waiting {
 			wait := t.ExpectContinue
 			if wait <= 0 {
@@ -167,6 +168,7 @@ func (c *clientConn) readAnswer(req *http.Request, body io.Reader, expect bool, 
 			}
 			c.nc.SetReadDeadline(until)
 			if _, err := c.br.Peek(1); err != nil {
+				c.lim.n = -1
 				if !isTimeout(err) || req.Context().Err() != nil || !deadline.IsZero() && !time.Now().Before(deadline) {
 					c.nothingRead = interim == 0 && isClosed(err)
 					return nil, parsedResponse{}, err
@@ -176,7 +178,6 @@ func (c *clientConn) readAnswer(req *http.Request, body io.Reader, expect bool, 
 			}
 		}
 		c.nc.SetReadDeadline(deadline)
-		c.lim.n = maxResponseHead
 		if _, err := c.br.Peek(1); err != nil {
 			c.lim.n = -1
 			c.nothingRead = interim == 0 && isClosed(err)

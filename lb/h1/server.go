@@ -6,6 +6,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -86,6 +87,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
+	if cfg := s.hs.TLSConfig; cfg != nil && slices.Contains(cfg.NextProtos, "h2") {
+		// HTTP/2 clients go to the http.Server: it serves from now on, so
+		// that its goroutine is not born in the middle of the traffic.
+		s.handoff.startServing()
+	}
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)
@@ -305,8 +311,9 @@ func (q *connQueue) Close() error {
 
 func (q *connQueue) Addr() net.Addr { return q.addr }
 
-// hand gives c to the http.Server, or closes it when that has shut down.
-func (q *connQueue) hand(c net.Conn) {
+// startServing starts the http.Server on the queue, once, unless the
+// queue is closed.
+func (q *connQueue) startServing() {
 	q.start.Do(func() {
 		select {
 		case <-q.done:
@@ -314,6 +321,11 @@ func (q *connQueue) hand(c net.Conn) {
 			go q.hs.Serve(q) // returns when Shutdown or Close closes the queue
 		}
 	})
+}
+
+// hand gives c to the http.Server, or closes it when that has shut down.
+func (q *connQueue) hand(c net.Conn) {
+	q.startServing()
 	select {
 	case q.ch <- c:
 	case <-q.done:
