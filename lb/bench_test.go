@@ -61,8 +61,8 @@ func BenchmarkProxy(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				// As in production (Server), or net/http's server alone
-				// (runtime.fast_http1 off).
+				// As in production (h1.Server), or net/http's server alone
+				// (as an embedder of lb.Balancer may run it).
 				var srv interface{ Close() error }
 				if server == "lb" {
 					s := h1.NewServer(&http.Server{Handler: bal})
