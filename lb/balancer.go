@@ -302,6 +302,7 @@ type bodyReader struct {
 	cond    sync.Cond
 	reading bool // a Read is waiting for the client
 	done    bool // the request is over
+	touched bool // Read was called: the body can no longer be sent again
 }
 
 func newBodyReader(rc io.ReadCloser, ctl *http.ResponseController, timeout time.Duration) *bodyReader {
@@ -317,7 +318,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		return 0, errBodyAfterRequest
 	}
 	b.ctl.SetReadDeadline(time.Now().Add(b.timeout))
-	b.reading = true
+	b.reading, b.touched = true, true
 	b.mu.Unlock()
 	n, err := b.rc.Read(p)
 	b.mu.Lock()
@@ -331,6 +332,14 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	b.cond.Broadcast()
 	b.mu.Unlock()
 	return n, err
+}
+
+// untouched reports whether nothing has read the body yet, so that the
+// request may still be sent whole to another backend.
+func (b *bodyReader) untouched() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.touched
 }
 
 // errBodyAfterRequest is what a read of the body gets once the request is

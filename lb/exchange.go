@@ -177,7 +177,7 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 				"backend", be.name, "event", "backend_down")
 		}
 		next := -1
-		if ex.attempts <= ex.pool.cfg.Retries && retryable(f, req) {
+		if ex.attempts <= ex.pool.cfg.Retries && retryable(f, req) && (ex.body == nil || ex.body.untouched()) {
 			next = ex.pool.policy.Pick(ex.tried)
 		}
 		if next < 0 {

@@ -349,7 +349,14 @@ var copyBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 // failure it causes closes the connection if no answer has come yet (the
 // reader then reports it), and half-closes it otherwise, so a backend
 // waiting for the rest of the body learns there is none.
+//
+// The body is marked taken here, before the goroutine exists: from now on
+// the request must not be sent again on another connection, since this
+// writer may read from the body whenever it runs. (Marked by the goroutine
+// itself, a failure seen before it was scheduled let RoundTrip start a
+// second writer on the same body, and the first then took its start.)
 func (c *clientConn) startWriter(body io.Reader, length int64) {
+	c.bodyTaken.Store(true)
 	c.mu.Lock()
 	c.writing = true
 	c.mu.Unlock()
@@ -357,7 +364,6 @@ func (c *clientConn) startWriter(body io.Reader, length int64) {
 }
 
 func (c *clientConn) writeBody(body io.Reader, length int64) {
-	c.bodyTaken.Store(true)
 	buf := copyBuffers.Get().(*[32 << 10]byte)
 	err := c.copyBody(body, length, buf[:])
 	copyBuffers.Put(buf)
