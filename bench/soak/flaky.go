@@ -60,6 +60,9 @@ type flaky struct {
 	// pick, when set, chooses the mode for each request instead of chance
 	// (tests).
 	pick func(r *http.Request) string
+	// closeAfter ends every connection after its first answer (tests: an
+	// answer read until the connection closes ends at once).
+	closeAfter bool
 
 	poisonSeq atomic.Uint64
 
@@ -158,7 +161,7 @@ func (f *flaky) serve(nc net.Conn) {
 		f.mu.Lock()
 		f.modes[mode]++
 		f.mu.Unlock()
-		if !f.answer(nc, br, bw, r, mode) {
+		if !f.answer(nc, br, bw, r, mode) || f.closeAfter {
 			return
 		}
 	}
