@@ -25,21 +25,24 @@ import (
 type backend struct {
 	name  string
 	onBad func(what string)
+	ex    *explainer
 
 	requests atomic.Int64 // requests served, health checks included
 
-	// mu guards addr, srv, conns and up.
-	mu    sync.Mutex
-	addr  string // "127.0.0.1:0" until the first start picks the port
-	srv   *http.Server
-	conns map[net.Conn]struct{} // open connections, hijacked (WebSocket) ones included
-	up    bool
+	// mu guards the fields below.
+	mu      sync.Mutex
+	addr    string // "127.0.0.1:0" until the first start picks the port
+	srv     *http.Server
+	conns   map[net.Conn]struct{} // open connections, hijacked (WebSocket) ones included
+	up      bool
+	serving map[string]int // ids of the requests being served (a retried request may be served twice)
 }
 
 // newBackend returns a backend for addr ("127.0.0.1:0" picks a port, kept
-// from then on); start serves it.
-func newBackend(name, addr string, onBad func(string)) *backend {
-	return &backend{name: name, addr: addr, onBad: onBad, conns: map[net.Conn]struct{}{}}
+// from then on); start serves it. It tells ex what it was serving when
+// killed.
+func newBackend(name, addr string, onBad func(string), ex *explainer) *backend {
+	return &backend{name: name, addr: addr, onBad: onBad, ex: ex, conns: map[net.Conn]struct{}{}, serving: map[string]int{}}
 }
 
 // start listens on the backend's address, trying for a while when the port
@@ -97,10 +100,14 @@ func (b *backend) untrack(c net.Conn) {
 // kill closes the listener and every connection at once, as a crash would:
 // those picked by reset are reset rather than closed.
 func (b *backend) kill(reset func() bool) {
+	b.ex.happened(time.Now(), "killing "+b.name)
 	b.mu.Lock()
 	srv, conns := b.srv, make([]net.Conn, 0, len(b.conns))
 	for c := range b.conns {
 		conns = append(conns, c)
+	}
+	for id := range b.serving {
+		b.ex.mark(id, "backend "+b.name+" was killed while serving it")
 	}
 	clear(b.conns)
 	b.srv, b.up = nil, false
@@ -131,6 +138,18 @@ func (b *backend) isUp() bool {
 
 func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.requests.Add(1)
+	if id := r.Header.Get(idHeader); id != "" {
+		b.mu.Lock()
+		b.serving[id]++
+		b.mu.Unlock()
+		defer func() {
+			b.mu.Lock()
+			if b.serving[id]--; b.serving[id] <= 0 {
+				delete(b.serving, id)
+			}
+			b.mu.Unlock()
+		}()
+	}
 	if !checkArrival(b.name, r, b.onBad) {
 		w.WriteHeader(http.StatusBadRequest)
 		return

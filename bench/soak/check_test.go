@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // getRequest0 is a GET of /get/r7?size=10 as the soak makes it.
@@ -131,5 +132,28 @@ func TestWriteBody_FramesChunksAndCuts(t *testing.T) {
 	var cut bytes.Buffer
 	if err := writeBody(&cut, p, false, 1234); err != errCut || cut.Len() != 1234 || !bytes.Equal(cut.Bytes(), want[:1234]) {
 		t.Errorf("cut at 1234: %d bytes, err %v", cut.Len(), err)
+	}
+}
+
+func TestExplainer_ByIDThenByWindowElseUnexplained(t *testing.T) {
+	e := newExplainer()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e.mark("r1", "the flaky backend's stall")
+	e.happened(t0, "killing b2")
+	e.happened(t0.Add(10*time.Second), "a reload")
+	for _, tc := range []struct {
+		id   string
+		at   time.Time
+		want string
+	}{
+		{"r1", t0.Add(time.Hour), "the flaky backend's stall"},
+		{"r2", t0.Add(time.Second), "within 2s of killing b2"},
+		{"r2", t0.Add(11 * time.Second), "within 2s of a reload"},
+		{"r2", t0.Add(5 * time.Second), unexplained},
+		{"r2", t0.Add(-time.Second), unexplained},
+	} {
+		if got := e.why(tc.id, tc.at); got != tc.want {
+			t.Errorf("why(%s, t0%+v) = %q, want %q", tc.id, tc.at.Sub(t0), got, tc.want)
+		}
 	}
 }

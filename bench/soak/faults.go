@@ -15,6 +15,7 @@ type faults struct {
 	backends    []*backend
 	flakyURL    string
 	rng         *rand.Rand
+	ex          *explainer    // told of each reload (a backend tells it of its own kill)
 	killEvery   time.Duration // 0: never
 	downFor     time.Duration
 	reloadEvery time.Duration // 0: never
@@ -86,6 +87,7 @@ func (f *faults) run(ctx context.Context) {
 		if f.reloadEvery > 0 && !now.Before(nextReload) {
 			nextReload = now.Add(f.reloadEvery)
 			gen++
+			f.ex.happened(now, "a reload")
 			if err := f.bal.reload(f.set(gen)); err != nil {
 				f.reloadFailures++
 				f.logf("%6.1fs  reload failed: %v", time.Since(start).Seconds(), err)

@@ -55,6 +55,7 @@ var upgradeModes = []string{modeReset, modeStall, modeGarbage, modeBadStatus, mo
 type flaky struct {
 	name  string
 	onBad func(string)
+	ex    *explainer    // told of every request answered so that it fails
 	bad   float64       // the share of requests answered badly
 	stall time.Duration // how long a stall lasts
 	// pick, when set, chooses the mode for each request instead of chance
@@ -74,8 +75,8 @@ type flaky struct {
 	modes map[string]int64 // answers by mode
 }
 
-func newFlaky(name string, bad float64, stall time.Duration, seed uint64, onBad func(string)) *flaky {
-	return &flaky{name: name, onBad: onBad, bad: bad, stall: stall, conns: map[net.Conn]struct{}{},
+func newFlaky(name string, bad float64, stall time.Duration, seed uint64, onBad func(string), ex *explainer) *flaky {
+	return &flaky{name: name, onBad: onBad, ex: ex, bad: bad, stall: stall, conns: map[net.Conn]struct{}{},
 		rng: rand.New(rand.NewPCG(seed, 7)), modes: map[string]int64{}}
 }
 
@@ -161,6 +162,9 @@ func (f *flaky) serve(nc net.Conn) {
 		f.mu.Lock()
 		f.modes[mode]++
 		f.mu.Unlock()
+		if id := r.Header.Get(idHeader); id != "" && (mode == modeShort || slices.Contains(refusedModes, mode)) {
+			f.ex.mark(id, "the flaky backend's "+mode)
+		}
 		if !f.answer(nc, br, bw, r, mode) || f.closeAfter {
 			return
 		}

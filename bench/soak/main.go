@@ -172,6 +172,7 @@ func soak(o options, out io.Writer) (*result, error) {
 
 	t := newTally()
 	onBad := func(what string) { t.mismatch("", what) }
+	ex := t.ex
 	var backends []*backend
 	defer func() {
 		for _, b := range backends {
@@ -179,13 +180,13 @@ func soak(o options, out io.Writer) (*result, error) {
 		}
 	}()
 	for i := range o.backends {
-		b := newBackend(fmt.Sprintf("b%d", i+1), "127.0.0.1:0", onBad)
+		b := newBackend(fmt.Sprintf("b%d", i+1), "127.0.0.1:0", onBad, ex)
 		if err := b.start(); err != nil {
 			return nil, err
 		}
 		backends = append(backends, b)
 	}
-	fl := newFlaky("flaky", o.flaky, o.stall, o.seed, onBad)
+	fl := newFlaky("flaky", o.flaky, o.stall, o.seed, onBad, ex)
 	flakyAddr, err := fl.start("127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -196,7 +197,7 @@ func soak(o options, out io.Writer) (*result, error) {
 	if o.verbose {
 		logf = func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	}
-	f := &faults{backends: backends, flakyURL: "http://" + flakyAddr, rng: rand.New(rand.NewPCG(o.seed, 1)),
+	f := &faults{backends: backends, flakyURL: "http://" + flakyAddr, rng: rand.New(rand.NewPCG(o.seed, 1)), ex: ex,
 		killEvery: o.killEvery, downFor: o.downFor, reloadEvery: o.reloadEvery, logf: logf}
 	bal, err := startBalancer(bin, dir, f.set(0), o.accessLog)
 	if err != nil {

@@ -149,9 +149,10 @@ func (r *result) print(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 
-	fmt.Fprintf(w, "\nerrors by kind (count, then the first one):\n")
+	fmt.Fprintf(w, "\nerrors by kind [and why: what the flaky backend did, a kill, a reload, or UNEXPLAINED] (count, then the first one):\n")
 	printGroups(w, t.errs, 14)
 
+	fmt.Fprintf(w, "\nUNEXPLAINED failures: %d (balancer errors, unexpected answers and broken exchanges no fault accounts for)\n", t.unexplained)
 	fmt.Fprintf(w, "\nMISMATCHES: %d\n", t.mismatchN)
 	for i, m := range t.mismatches {
 		fmt.Fprintf(w, "--- mismatch %d: %s\n", i+1, m)
@@ -212,11 +213,17 @@ func (r *result) printProcess(w io.Writer) {
 	}
 }
 
-// printGroups prints counted groups, most frequent first, each with up to
-// lines lines of its first example.
+// printGroups prints counted groups, the UNEXPLAINED first, then the most
+// frequent, each with up to lines lines of its first example.
 func printGroups(w io.Writer, groups map[string]*example, lines int) {
+	odd := func(k string) int {
+		if strings.Contains(k, unexplained) {
+			return 0
+		}
+		return 1
+	}
 	keys := slices.SortedFunc(maps.Keys(groups), func(a, b string) int {
-		return cmp.Or(cmp.Compare(groups[b].n, groups[a].n), strings.Compare(a, b))
+		return cmp.Or(cmp.Compare(odd(a), odd(b)), cmp.Compare(groups[b].n, groups[a].n), strings.Compare(a, b))
 	})
 	if len(keys) == 0 {
 		fmt.Fprintf(w, "    none\n")

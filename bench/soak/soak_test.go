@@ -31,12 +31,12 @@ func badTo(t *testing.T) func(string) {
 // would report mismatches the balancer never made: every scenario, sent
 // straight to each kind of backend, is answered as the checker expects.
 func TestScenarios_AgreeWithTheBackends(t *testing.T) {
-	b := newBackend("b1", "127.0.0.1:0", badTo(t))
+	b := newBackend("b1", "127.0.0.1:0", badTo(t), newExplainer())
 	if err := b.start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.kill(func() bool { return false }) })
-	fl := newFlaky("flaky", 0, time.Second, 1, badTo(t))
+	fl := newFlaky("flaky", 0, time.Second, 1, badTo(t), newExplainer())
 	flAddr, err := fl.start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestScenarios_AgreeWithTheBackends(t *testing.T) {
 func TestFlaky_RefusedAnswersNeverCheckOut(t *testing.T) {
 	for _, mode := range append(slices.Clone(refusedModes), modeShort) {
 		t.Run(mode, func(t *testing.T) {
-			fl := newFlaky("flaky", 1, 50*time.Millisecond, 1, badTo(t))
+			fl := newFlaky("flaky", 1, 50*time.Millisecond, 1, badTo(t), newExplainer())
 			fl.pick = func(*http.Request) string { return mode }
 			fl.closeAfter = true // some are read until the connection closes
 			addr, err := fl.start("127.0.0.1:0")
@@ -114,7 +114,7 @@ func TestFlaky_RefusedAnswersNeverCheckOut(t *testing.T) {
 // Bytes after an answer poison the connection: the next request on it
 // reads them as its answer. The soak must see that as the mismatch it is.
 func TestFlaky_PoisonAfterAnAnswerIsCaughtOnReuse(t *testing.T) {
-	fl := newFlaky("flaky", 1, time.Second, 1, badTo(t))
+	fl := newFlaky("flaky", 1, time.Second, 1, badTo(t), newExplainer())
 	var n atomic.Int32
 	fl.pick = func(*http.Request) string {
 		if n.Add(1) == 1 {
@@ -172,6 +172,10 @@ func TestStderrLog_GroupsWarningsAndFindsPanics(t *testing.T) {
 	}
 	if e := l.groups["WARN retrying GET /get/rN on bN after bN reset"]; e == nil || e.n != 2 {
 		t.Errorf("groups %v: want the two retries as one group", l.groups)
+	}
+	l.add(`time=2026-01-01T00:00:05Z level=WARN msg="retrying GET /get/r9 on b2 after b1 reset (and 3 more like it since the last such line)"`)
+	if e := l.groups["WARN retrying GET /get/rN on bN after bN reset"]; e == nil || e.n != 3 {
+		t.Errorf("a throttled line is not grouped with the others: %v", l.groups)
 	}
 	if e := l.groups["ERROR plain"]; e == nil || e.n != 1 {
 		t.Errorf("an unquoted msg: groups %v", l.groups)

@@ -57,6 +57,9 @@ func (l *stderrLog) add(line string) {
 		}
 	}
 	level, msg := logField(line, "level"), logField(line, "msg")
+	// The balancer's throttled lines say how many it left out: the same
+	// line still.
+	msg, _, _ = strings.Cut(msg, " (and ")
 	var key string
 	switch {
 	case level == "WARN" || level == "ERROR":

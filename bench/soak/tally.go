@@ -16,14 +16,17 @@ import (
 // mismatch up to keepMismatches, the first of each kind of error. It is
 // safe for concurrent use.
 type tally struct {
-	// mu guards every field.
-	mu         sync.Mutex
-	kinds      map[string]*kindCount
-	statuses   map[int]int64
-	errs       map[string]*example // by kind: connection errors, balancer and unexpected answers
-	mismatches []string
-	mismatchN  int64
-	wsMessages int64
+	ex *explainer // why failures happened; set at creation
+
+	// mu guards the fields below.
+	mu          sync.Mutex
+	kinds       map[string]*kindCount
+	statuses    map[int]int64
+	errs        map[string]*example // by kind: connection errors, balancer and unexpected answers
+	mismatches  []string
+	mismatchN   int64
+	wsMessages  int64
+	unexplained int64 // balancer errors, unexpected answers and connection errors the explainer could not explain
 }
 
 // kindCount is what one scenario's requests came to.
@@ -41,7 +44,7 @@ type example struct {
 const keepMismatches = 50
 
 func newTally() *tally {
-	return &tally{kinds: map[string]*kindCount{}, statuses: map[int]int64{}, errs: map[string]*example{}}
+	return &tally{ex: newExplainer(), kinds: map[string]*kindCount{}, statuses: map[int]int64{}, errs: map[string]*example{}}
 }
 
 func (t *tally) kind(k string) *kindCount {
@@ -63,6 +66,10 @@ func (t *tally) sent(kind string) {
 // got checks an answer against its request and counts the verdict.
 func (t *tally) got(rq *request, rp *reply) verdict {
 	v := check(rq, rp)
+	why := ""
+	if v.out == outBalancer || v.out == outUnexpected {
+		why = t.ex.why(rq.id, time.Now())
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.statuses[rp.status]++
@@ -72,10 +79,10 @@ func (t *tally) got(rq *request, rp *reply) verdict {
 		c.ok++
 	case outBalancer:
 		c.balancer++
-		t.note("balancer "+v.why, describe(rq, rp))
+		t.note("balancer "+v.why, why, describe(rq, rp))
 	case outUnexpected:
 		c.unexpected++
-		t.note("unexpected: "+v.why, describe(rq, rp))
+		t.note("unexpected: "+v.why, why, describe(rq, rp))
 	case outMismatch:
 		c.mismatch++
 		t.addMismatch(v.why + "\n" + describe(rq, rp))
@@ -105,14 +112,23 @@ func (t *tally) addMismatch(detail string) {
 // the error's kind (errKind) and where ("before the answer", ...).
 func (t *tally) failed(rq *request, where string, err error) {
 	k := errKind(err) + " " + where
+	why := "follows the failure before it"
+	if err != errUnanswered {
+		why = t.ex.why(rq.id, time.Now())
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.kind(rq.kind).connErr++
-	t.note(k, fmt.Sprintf("%v\n%s", err, describe(rq, nil)))
+	t.note(k, why, fmt.Sprintf("%v\n%s", err, describe(rq, nil)))
 }
 
-// note counts one of kind k, keeping the first example.
-func (t *tally) note(k, detail string) {
+// note counts one of kind k, which happened because of why, keeping the
+// first example.
+func (t *tally) note(k, why, detail string) {
+	if why == unexplained {
+		t.unexplained++
+	}
+	k += " [" + why + "]"
 	e := t.errs[k]
 	if e == nil {
 		e = &example{first: detail}
