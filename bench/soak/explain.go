@@ -30,12 +30,12 @@ const window = 2 * time.Second
 
 func newExplainer() *explainer { return &explainer{byID: map[string]string{}} }
 
-// mark records why request id may fail.
+// mark records why request id may fail. The last reason marked stands: a
+// request sent again (the balancer retries a GET, on a fresh connection
+// to the same backend when a pooled one failed) fails for the last.
 func (e *explainer) mark(id, why string) {
 	e.mu.Lock()
-	if _, ok := e.byID[id]; !ok {
-		e.byID[id] = why
-	}
+	e.byID[id] = why
 	e.mu.Unlock()
 }
 
