@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"maps"
@@ -147,7 +148,7 @@ func (f *flaky) serve(nc net.Conn) {
 		nc.Close()
 	}()
 	br := bufio.NewReader(nc)
-	bw := bufio.NewWriter(nc)
+	bw := &answerWriter{nc: nc}
 	for {
 		nc.SetReadDeadline(time.Now().Add(90 * time.Second))
 		r, err := http.ReadRequest(br)
@@ -173,7 +174,7 @@ func (f *flaky) serve(nc net.Conn) {
 
 // answer answers r as mode says, and reports whether the connection may
 // carry another request.
-func (f *flaky) answer(nc net.Conn, br *bufio.Reader, bw *bufio.Writer, r *http.Request, mode string) bool {
+func (f *flaky) answer(nc net.Conn, br *bufio.Reader, bw *answerWriter, r *http.Request, mode string) bool {
 	id := r.Header.Get(idHeader)
 	kind, _ := splitPath(r.URL.Path)
 	switch mode {
@@ -276,7 +277,7 @@ func (f *flaky) poison(mode string) string {
 }
 
 // badHead writes a head marked bad for mode, with framing fields and rest.
-func (f *flaky) badHead(bw *bufio.Writer, status, id, mode, framing, rest string) {
+func (f *flaky) badHead(bw *answerWriter, status, id, mode, framing, rest string) {
 	if status == "" {
 		status = "HTTP/1.1 200 OK\r\n"
 	}
@@ -284,7 +285,7 @@ func (f *flaky) badHead(bw *bufio.Writer, status, id, mode, framing, rest string
 }
 
 // writeAnswer writes a, framed as HTTP/1.1 for r, then tail.
-func writeAnswer(bw *bufio.Writer, r *http.Request, a answer, name, tail string) {
+func writeAnswer(bw *answerWriter, r *http.Request, a answer, name, tail string) {
 	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\n", a.status, http.StatusText(a.status))
 	a.header.Set(backendHeader, name)
 	if a.header.Get("Content-Length") == "" && !a.chunked {
@@ -312,4 +313,22 @@ func writeAnswer(bw *bufio.Writer, r *http.Request, a answer, name, tail string)
 		}
 	}
 	bw.WriteString(tail)
+}
+
+// answerWriter collects what the flaky backend sends and writes it with
+// one write on Flush. Bytes sent after an answer then come with it, as
+// one segment, so the balancer finds them, in its buffer or by its peek
+// before it reuses the connection. Sent in a write of their own, they
+// could arrive after the balancer had checked the connection and sent the
+// next request on it: then they are indistinguishable from that request's
+// answer, to any proxy.
+type answerWriter struct {
+	bytes.Buffer
+	nc net.Conn
+}
+
+func (w *answerWriter) Flush() error {
+	_, err := w.nc.Write(w.Bytes())
+	w.Reset()
+	return err
 }

@@ -194,10 +194,20 @@ func (r *result) printProcess(w io.Writer) {
 		fmt.Fprintf(w, "  RSS MiB min %.1f max %.1f; fds min %d max %d (%d samples under load)\n",
 			float64(slices.Min(rss))/1024, float64(slices.Max(rss))/1024, slices.Min(fds), slices.Max(fds), len(rss))
 	}
+	fmt.Fprintf(w, "  %8s %8s %5s %7s %9s %4s %9s\n", "time", "RSS MiB", "fds", "threads", "in-flight", "ws", "requests")
+	step := max(1, (len(r.samples)+9)/10)
+	for i, s := range r.samples {
+		if i%step == 0 || i == len(r.samples)-1 {
+			fmt.Fprintf(w, "  %7.0fs %8.1f %5d %7d %9d %4d %9d\n", s.at.Seconds(), float64(s.proc.rssKB)/1024,
+				s.proc.fds, s.proc.threads, s.inFlight, s.upgraded, s.sent)
+		}
+	}
 	if r.died != "" {
 		fmt.Fprintf(w, "  DIED: %s; stderr ends:\n%s\n", r.died, r.log.tailText())
 	} else {
 		a := r.after
+		fmt.Fprintf(w, "  %7.0fs %8.1f %5d %7d %9d %4d %9d  (after the load)\n", a.at.Seconds(), float64(a.proc.rssKB)/1024,
+			a.proc.fds, a.proc.threads, a.inFlight, a.upgraded, a.sent)
 		fmt.Fprintf(w, "  after the load: %s after %v: RSS %.1f MiB, %d fds, %d threads, %d in flight, %d upgraded\n",
 			map[bool]string{true: "quiet", false: "NOT QUIET"}[r.quiet], r.quietAfter.Round(time.Millisecond),
 			float64(a.proc.rssKB)/1024, a.proc.fds, a.proc.threads, a.inFlight, a.upgraded)

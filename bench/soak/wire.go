@@ -11,7 +11,6 @@ import (
 	"hash"
 	"io"
 	"math/rand/v2"
-	"strings"
 )
 
 // The headers that tie an answer to its request. A request carries its id
@@ -260,12 +259,4 @@ func readWS(br *bufio.Reader, masked bool) (wsFrame, error) {
 		}
 	}
 	return wsFrame{op: h[0] & 0x0f, payload: p}, nil
-}
-
-// idFromPath returns the id in a path /KIND/ID.
-func idFromPath(path string) string {
-	if i := strings.LastIndexByte(path, '/'); i >= 0 {
-		return path[i+1:]
-	}
-	return ""
 }
