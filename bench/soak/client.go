@@ -193,18 +193,26 @@ func (w *worker) lost(c *conn, rq *request, rp *reply, err error) {
 // one sends a request without a body on the keep-alive connection and
 // checks its answer.
 func (w *worker) one(rq *request) {
+	if c := w.send(rq); c != nil {
+		w.read(c, rq, nil)
+	}
+}
+
+// send counts rq and writes its head on the keep-alive connection, which
+// it returns; nil (the failure counted) when it could not.
+func (w *worker) send(rq *request) *conn {
 	w.t.sent(rq.kind)
 	c, err := w.conn()
 	if err != nil {
 		w.t.failed(rq, "connecting", err)
-		return
+		return nil
 	}
 	if _, err := c.nc.Write(rq.head); err != nil {
 		w.drop()
 		w.t.failed(rq, "writing the request", err)
-		return
+		return nil
 	}
-	w.read(c, rq, nil)
+	return c
 }
 
 // expectWait is how long a client that sent Expect: 100-continue waits for
@@ -216,15 +224,8 @@ const expectWait = 1500 * time.Millisecond
 // answer early, or echo as it reads), and checks the answer. With expect,
 // the body waits for a 100 Continue, or for expectWait.
 func (w *worker) withBody(rq *request, p payload, chunked, expect bool) {
-	w.t.sent(rq.kind)
-	c, err := w.conn()
-	if err != nil {
-		w.t.failed(rq, "connecting", err)
-		return
-	}
-	if _, err := c.nc.Write(rq.head); err != nil {
-		w.drop()
-		w.t.failed(rq, "writing the request", err)
+	c := w.send(rq)
+	if c == nil {
 		return
 	}
 	wrote := make(chan error, 1)
