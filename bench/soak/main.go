@@ -37,7 +37,10 @@
 // requests by scenario, answers by status, errors by kind with the first
 // example of each, every mismatch with the exact request and answer,
 // RSS/fds over time, how the balancer exited, and its stderr warnings and
-// errors grouped.
+// errors grouped. Each error is put down to what caused it (the flaky
+// backend's misbehaviour on that request, a backend killed while serving
+// it, a kill or reload in the 2 s before) or reported UNEXPLAINED: those
+// are the ones to chase, with -only to run the scenarios concerned alone.
 //
 // Exit status: 0 clean; 1 a mismatch (an answer that is another request's
 // or one the balancer had to refuse, a smuggled request at a backend, a
