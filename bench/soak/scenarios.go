@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -140,7 +141,9 @@ func (w *worker) pipeline() {
 	}
 }
 
-var errUnanswered = fmt.Errorf("not answered")
+// errUnanswered is the failure of a pipelined request left unanswered
+// when an earlier answer on its connection broke off.
+var errUnanswered = errors.New("not answered")
 
 // bodyHead is the head of a POST to path with body p.
 func bodyHead(path, id string, p payload, chunked, expect bool) []byte {

@@ -32,7 +32,6 @@ type tally struct {
 // kindCount is what one scenario's requests came to.
 type kindCount struct {
 	sent, ok, balancer, unexpected, mismatch, connErr int64
-	runs                                              int64
 	slowest                                           time.Duration // one run of the scenario, requests and all
 }
 
@@ -141,7 +140,6 @@ func (t *tally) note(k, why, detail string) {
 func (t *tally) took(kind string, d time.Duration) {
 	t.mu.Lock()
 	c := t.kind(kind)
-	c.runs++
 	c.slowest = max(c.slowest, d)
 	t.mu.Unlock()
 }
