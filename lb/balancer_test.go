@@ -526,3 +526,32 @@ func TestBalancer_OutageIsLoggedOncePerInterval(t *testing.T) {
 		t.Fatalf("metrics counted %d 503s, want all 21", got)
 	}
 }
+
+// TestBalancer_OnlyWebSocketUpgradesPass: an h2c upgrade would open a
+// tunnel past the rate limiter and the access log; the backend gets the
+// request without it, and the client an ordinary answer.
+func TestBalancer_OnlyWebSocketUpgradesPass(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	be := namedBackend(t, "b", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		io.WriteString(w, "plain")
+	}))
+	f := startBalancer(t, newBalancer(t, testConfig(t, be.URL), &logBuffer{}))
+	conn := dialFront(t, f)
+	io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"+
+		"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "plain" {
+		t.Fatalf("h2c upgrade request: %d %q, want the plain answer", resp.StatusCode, body)
+	}
+	h := receive(t, seen, "the backend's request")
+	for _, k := range []string{"Upgrade", "Http2-Settings", "Connection"} {
+		if v := h.Get(k); v != "" {
+			t.Errorf("the backend got %s: %q", k, v)
+		}
+	}
+}

@@ -117,6 +117,15 @@ func (ex *exchange) rewrite(pr *httputil.ProxyRequest) {
 	in, out := pr.In, pr.Out
 	out.URL.Scheme = u.Scheme
 	out.URL.Host = u.Host
+	if up, ok := out.Header["Upgrade"]; ok && (len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
+		// Only WebSocket upgrades pass. Any other, h2c above all, would open
+		// a tunnel to the backend whose requests pass the rate limiter and
+		// the access log unseen ("h2c smuggling"); the request goes on
+		// as a plain one (ReverseProxy has dropped HTTP2-Settings, which
+		// Connection lists).
+		delete(out.Header, "Upgrade")
+		delete(out.Header, "Connection")
+	}
 	peer := hostOnly(in.RemoteAddr)
 	ip, err := netip.ParseAddr(peer)
 	if err != nil {

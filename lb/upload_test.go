@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"runtime"
 	"strings"
 	"sync"
@@ -481,4 +482,56 @@ func TestBalancer_BodyReaderDoesNotOutliveTheExchange(t *testing.T) {
 		t.Fatal("the balancer kept reading a body whose request was over")
 	}
 	noPanicLogged(t, logs)
+}
+
+// TestBalancer_ExpectContinueReachesTheClientAndTheBodyTheBackend: a
+// client that waits for 100 Continue gets it once the backend asks for the
+// body, and the backend gets the body whole.
+func TestBalancer_ExpectContinueReachesTheClientAndTheBodyTheBackend(t *testing.T) {
+	be := refusingBackend(t)
+	for _, fp := range frontPaths[:2] {
+		t.Run(fp.name, func(t *testing.T) {
+			f := fp.start(t, newBalancer(t, testConfig(t, be.URL), &logBuffer{}))
+			body := strings.Repeat("expect me ", 10000)
+			var got100 atomic.Bool
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				Got100Continue: func() { got100.Store(true) },
+			})
+			req, _ := http.NewRequestWithContext(ctx, "POST", f.URL+"/echo", strings.NewReader(body))
+			req.Header.Set("Expect", "100-continue")
+			resp, err := uploadClient(f).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(got) != body {
+				t.Fatalf("echo with Expect: %d, %d bytes; want 200 and the %d sent", resp.StatusCode, len(got), len(body))
+			}
+			if !got100.Load() {
+				t.Fatal("the client never got 100 Continue (it sent the body after its own timeout)")
+			}
+		})
+	}
+}
+
+// TestBalancer_PassesResponseTrailers: trailers a backend announces and
+// sends after a chunked body reach the client.
+func TestBalancer_PassesResponseTrailers(t *testing.T) {
+	be := namedBackend(t, "b", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		io.WriteString(w, "data")
+		w.(http.Flusher).Flush()
+		w.Header().Set("X-Sum", "42")
+	}))
+	f := startBalancer(t, newBalancer(t, testConfig(t, be.URL), &logBuffer{}))
+	resp, err := f.Client().Get(f.URL + "/t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "data" || resp.Trailer.Get("X-Sum") != "42" {
+		t.Fatalf("body %q trailer %v; want data and X-Sum: 42", body, resp.Trailer)
+	}
 }
