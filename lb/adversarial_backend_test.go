@@ -341,3 +341,33 @@ func checkA(t *testing.T, shape backShape, a reqResult, logs *logBuffer) {
 		}
 	}
 }
+
+// TestBalancer_LogsWhatABackendSentUnasked: a connection dropped for bytes
+// nobody asked for is logged, once per backend within the throttle, saying
+// what came: bytes after an answer, or on an idle connection.
+func TestBalancer_LogsWhatABackendSentUnasked(t *testing.T) {
+	after := startScriptedBackend(t, backShape{answer: ok("{id}") + forged})
+	idle := startScriptedBackend(t, backShape{answer: ok("{id}"), late: forged})
+	cfg := testConfig(t, "http://"+after.addr, "http://"+idle.addr)
+	cfg.HealthCheck.Interval = time.Hour
+	logs := &logBuffer{}
+	b := newBalancer(t, cfg, logs)
+	f := startBalancer(t, b)
+	// Round robin: A to the first backend, then A to the second.
+	for _, id := range []string{"reqA", "reqA"} {
+		if r := doReq(f, "GET", id, false); r.status != 200 || r.body != id {
+			t.Fatalf("%s: %d %q %v", id, r.status, r.body, r.err)
+		}
+	}
+	close(idle.lateGo)
+	receive(t, idle.lateSent, "the late bytes to be sent")
+	for _, id := range []string{"reqB", "reqC", "reqD", "reqE"} {
+		ownOrBalancerError(t, id, doReq(f, "GET", id, false))
+	}
+	if n := logs.count("backend "+b.Status()[0].Name, "bytes after the end of an answer"); n != 1 {
+		t.Errorf("%d lines about the bytes after an answer, want 1:\n%s", n, logs)
+	}
+	if n := logs.count("backend "+b.Status()[1].Name, "on an idle connection, unasked", `HTTP/1.1 200 OK`); n != 1 {
+		t.Errorf("%d lines about the answer on an idle connection, want 1:\n%s", n, logs)
+	}
+}

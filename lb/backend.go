@@ -24,9 +24,12 @@ type Backend struct {
 	name string
 	// addr is the host:port to dial.
 	addr string
-	// client holds keep-alive connections for the direct transport path;
-	// they belong to the backend so they survive reloads that keep it.
+	// client holds keep-alive connections to the backend; they belong to
+	// the backend so they survive reloads that keep it.
 	client *h1.Client
+	// logDiscard throttles the lines about connections dropped for bytes
+	// the backend sent unasked.
+	logDiscard throttle
 
 	// The hot path reads and writes these without a lock: each is an
 	// independent counter or flag.

@@ -88,7 +88,7 @@ type Balancer struct {
 	started   time.Time
 
 	// Throttles for log lines that repeat once per request in an outage.
-	logNoBackend, logFailed, logRetry, logAborted, logDiscard throttle
+	logNoBackend, logFailed, logRetry, logAborted throttle
 
 	// Counters for Metrics, each independent, hence atomics.
 	local     statusCounts // answers made without a backend
@@ -158,12 +158,13 @@ func (b *Balancer) Apply(cfg Config) error {
 }
 
 // adopt tells the backends new in p where to report connections they drop
-// for bytes nobody asked for.
+// for bytes nobody asked for: one line per backend at most every few
+// seconds, saying how many it stands for.
 func (b *Balancer) adopt(p *pool) {
 	for _, be := range p.backends {
 		if be.client.OnDiscard == nil {
 			be.client.OnDiscard = func(reason string) {
-				if ok, n := b.logDiscard.allow(time.Now()); ok {
+				if ok, n := be.logDiscard.allow(time.Now()); ok {
 					b.log.Warn("backend "+be.name+" "+reason+more(n), "backend", be.name, "event", "unsolicited_bytes")
 				}
 			}
