@@ -292,8 +292,8 @@ func dialFront(t *testing.T, f *front) net.Conn {
 // TestBalancer_BackendResettingAnUploadIsAClearError: a backend that
 // resets a POST as soon as it has the head. The client gets a 502 that
 // closes its connection (never a panic, never its next request lost to a
-// half-read body), and the log says the backend reset the connection
-// while receiving the body.
+// half-read body), and the log says the backend hung up, never that it
+// sent an invalid response.
 func TestBalancer_BackendResettingAnUploadIsAClearError(t *testing.T) {
 	url := rawBackend(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
@@ -321,8 +321,11 @@ func TestBalancer_BackendResettingAnUploadIsAClearError(t *testing.T) {
 				}
 			}
 			c.CloseIdleConnections()
-			if logs.count("reset the connection", "request body") == 0 && logs.count("closed the connection", "request body") == 0 {
-				t.Fatalf("the log does not say the backend hung up on the body:\n%s", logs)
+			// Whether the reset came while the body was being sent or after it
+			// had all gone (loopback buffers a megabyte) depends on the
+			// kernel; either way the backend hung up, and the log says so.
+			if logs.count("failed: backend", "reset the connection") == 0 && logs.count("failed: backend", "closed the connection") == 0 {
+				t.Fatalf("the log does not say the backend hung up:\n%s", logs)
 			}
 			if logs.count("sent an invalid response") != 0 {
 				t.Fatalf("a reset was blamed as an invalid response:\n%s", logs)

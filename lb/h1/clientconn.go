@@ -101,9 +101,10 @@ func (c *clientConn) roundTrip(req *http.Request, t Timeouts, sc *Scratch) (*htt
 	c.writeHead(req, body != nil)
 	if err := c.bw.Flush(); err != nil {
 		stop()
-		c.nc.Close()
 		c.nothingRead = true // a connection the backend closed while it sat idle
-		return nil, c.failure(ctx, err, t)
+		ferr := c.failure(ctx, err, t)
+		c.nc.Close()
+		return nil, ferr
 	}
 	if body != nil && !expect {
 		c.startWriter(body, req.ContentLength)
@@ -117,8 +118,9 @@ func (c *clientConn) roundTrip(req *http.Request, t Timeouts, sc *Scratch) (*htt
 	}
 	if err != nil {
 		stop()
+		ferr := c.failure(ctx, err, t) // before Close, whose errors the writer would report next
 		c.nc.Close()
-		return nil, c.failure(ctx, err, t)
+		return nil, ferr
 	}
 	c.mu.Lock()
 	c.headSeen = true
@@ -236,6 +238,9 @@ func (c *clientConn) failure(ctx context.Context, err error, t Timeouts) *Error 
 	c.mu.Lock()
 	werr := c.writeErr
 	c.mu.Unlock()
+	if errors.Is(werr, net.ErrClosed) {
+		werr = nil // the writer met the close that followed the reader's failure: not a cause
+	}
 	var be *bodyReadError
 	var pe *protocolError
 	switch {
