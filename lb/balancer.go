@@ -94,7 +94,8 @@ type Balancer struct {
 	// Counters for Metrics, each independent, hence atomics.
 	local     statusCounts // answers made without a backend
 	retries   atomic.Uint64
-	durations durationHistogram
+	durations durationHistogram // answers from backends (502 and 504 included)
+	stats     balancerStats     // the rest, and the samples (stats.go)
 }
 
 // New returns a balancer for cfg. It starts no goroutine: call
@@ -211,12 +212,7 @@ func (b *Balancer) finish(ex *exchange) {
 		ex.aborted(p)
 	}
 	status, dur := ex.status(), time.Since(ex.start)
-	if ex.cur >= 0 {
-		ex.backend().byStatus.add(status)
-	} else {
-		b.local.add(status)
-	}
-	b.durations.observe(dur)
+	b.record(ex, status, dur)
 	if ex.pool.cfg.AccessLog {
 		ex.logAccess(status, dur)
 	}
@@ -258,8 +254,10 @@ func (b *Balancer) WaitUpgrades(ctx context.Context) error {
 func (b *Balancer) Status() []BackendStatus {
 	p := b.pool.Load()
 	out := make([]BackendStatus, len(p.backends))
+	now := time.Now()
 	for i, be := range p.backends {
 		out[i] = be.status(p.weights[i])
+		out[i].BackendTraffic = be.stats.traffic(be, now)
 	}
 	return out
 }
@@ -281,6 +279,9 @@ type bodyReader struct {
 	// stalled is set when a read hit the deadline. Read by the handler
 	// goroutine after the transport's reader has returned its error.
 	stalled atomic.Bool
+	// n counts the bytes read, for the stats and the access log; the
+	// transport's writer may still be reading when the handler reads it.
+	n atomic.Int64
 	// mu orders the deadline changes of the transport's writer, which may
 	// still be reading (with full duplex a backend answers before it has
 	// read the body), with end: once the handler has returned, the
@@ -299,6 +300,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	b.ctl.SetReadDeadline(time.Now().Add(b.timeout))
 	b.mu.Unlock()
 	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
 	switch {
 	case err == io.EOF:
 		b.mu.Lock()

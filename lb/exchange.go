@@ -1,12 +1,10 @@
 package lb
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -42,6 +40,7 @@ type exchange struct {
 	gone     bool        // the client went away
 	body     *bodyReader // the request body, when there is one
 	broken   bool        // the answer was cut off mid-body
+	stats    reqStats    // attempt timing for the stats and the access log (stats.go)
 	// scratch is the direct transport's memory for this request's response
 	// head; the reset between requests is fastHead's own.
 	scratch respScratch
@@ -82,6 +81,7 @@ func (ex *exchange) reset() {
 	ex.fail, ex.failErr = failNone, nil
 	ex.upgraded, ex.gone, ex.broken = false, false, false
 	ex.body = nil
+	ex.stats = reqStats{}
 	ex.sink.msg = ""
 	// Let go of the connection and request the pooled scratch points to.
 	ex.scratch.body = h1body{}
@@ -158,6 +158,7 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 	for {
 		be := ex.backend()
 		be.requests.Add(1)
+		ex.stats.sent = now
 		resp, err := ex.pool.transport.roundTrip(req, be, now, &ex.scratch)
 		if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 			if _, asked := req.Header["Upgrade"]; asked {
@@ -171,6 +172,7 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 		if err == nil {
+			ex.stats.responded(now, ex.pool.cfg.AccessLog)
 			return resp, nil
 		}
 		if req.Context().Err() != nil {
@@ -198,6 +200,7 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 				"backend", be.name, "next", nb.name, "attempt", ex.attempts+1, "event", "retry")
 		}
 		ex.b.retries.Add(1)
+		be.stats.retries.Add(1)
 		ex.use(next)
 		now = time.Now() // each attempt gets the whole response timeout
 		req = req.Clone(req.Context())
@@ -328,41 +331,6 @@ func (ex *exchange) status() int {
 		return http.StatusOK // the handler wrote nothing: net/http sends 200
 	}
 	return ex.rw.status
-}
-
-// logAccess writes the request's access-log line.
-func (ex *exchange) logAccess(status int, dur time.Duration) {
-	var buf [12]slog.Attr
-	attrs := append(buf[:0],
-		slog.String("method", ex.in.Method),
-		slog.String("path", ex.in.URL.Path),
-		slog.Int("status", status),
-		slog.Duration("dur", dur.Round(time.Microsecond)),
-		slog.Int64("bytes", ex.rw.bytes),
-	)
-	if ex.cur >= 0 {
-		attrs = append(attrs, slog.String("backend", ex.backend().name))
-	}
-	_, client, _ := ex.pool.cfg.TrustedProxies.ClientIP(ex.in)
-	attrs = append(attrs, slog.String("client", client))
-	if ex.adm.KeyKind != "" {
-		attrs = append(attrs, slog.String("key_kind", ex.adm.KeyKind))
-		if ex.adm.Key != "" {
-			attrs = append(attrs, slog.String("key", ex.adm.Key))
-		}
-		attrs = append(attrs, slog.Bool("limited", ex.adm.Limited))
-	}
-	if ex.attempts > 1 {
-		attrs = append(attrs, slog.Int("attempts", ex.attempts))
-	}
-	if ex.broken {
-		attrs = append(attrs, slog.Bool("aborted", true))
-	}
-	if ex.b.lines != nil {
-		ex.b.lines.log(time.Now(), "request", attrs)
-		return
-	}
-	ex.b.access.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }
 
 // recorder is the ResponseWriter ReverseProxy writes to: it notes the
