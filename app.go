@@ -38,6 +38,9 @@ type app struct {
 	bal    *lb.Balancer
 	limit  *rateLimit
 
+	conns   connCounts   // the proxy listener's client connections
+	reloads reloadCounts // reloads by result, for /metrics
+
 	ln, adminLn net.Listener
 	srv         frontServer
 	admin       *http.Server
@@ -63,6 +66,7 @@ type frontServer interface {
 func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, access *bufferedWriter) (*app, error) {
 	a := &app{path: path, over: over, log: logger, access: access, page: newPageTemplate(), initial: cfg}
 	a.cfg.Store(cfg)
+	a.reloads.lastOK.Store(time.Now().Unix())
 	applyRuntime(cfg.Runtime)
 
 	limit, err := newRateLimit(cfg, path, logger)
@@ -92,6 +96,7 @@ func newApp(cfg *Config, path string, over Overrides, logger *slog.Logger, acces
 	if a.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	a.ln = a.conns.count(a.ln) // beneath any TLS listener: lb.Server tells *tls.Conn apart
 	if cfg.Admin.Listen != "" {
 		a.admin = &http.Server{
 			Handler:           newAdmin(a),
@@ -129,6 +134,7 @@ func (a *app) serve(ctx context.Context, hup <-chan os.Signal) error {
 	bgCtx, bgCancel := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Go(func() { a.bal.RunHealthChecks(bgCtx) })
+	bg.Go(func() { a.bal.RunSampler(bgCtx) })
 	bg.Go(func() { a.access.Run(bgCtx, 100*time.Millisecond) })
 	a.limit.start(bgCtx, &bg)
 
@@ -209,11 +215,13 @@ func (a *app) reload() {
 	}
 	applyRuntime(cfg.Runtime)
 	a.cfg.Store(cfg)
+	a.reloads.succeeded(time.Now())
 	a.log.Info("configuration reloaded", "config", a.path, "changed", configDiff(old, cfg),
 		"clients_with_own_limits", a.limit.limiter.Stats().Overrides)
 }
 
 func (a *app) logRejected(err error) {
+	a.reloads.failed.Add(1)
 	var ce *ConfigError
 	if errors.As(err, &ce) {
 		for _, p := range ce.Problems {
@@ -324,6 +332,7 @@ func lbConfig(cfg *Config) lb.Config {
 		AccessLog:       cfg.AccessLog,
 		TrustedProxies:  trustedProxies(cfg),
 	}
+	out.AccessLogOmitQuery = !cfg.AccessLogQuery
 	for _, b := range cfg.Backends {
 		u, _ := url.Parse(b.URL)
 		u.Path = ""

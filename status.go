@@ -16,6 +16,10 @@ type statusReport struct {
 	Algorithm     string             `json:"algorithm"`
 	Backends      []lb.BackendStatus `json:"backends"`
 	Limiter       limiterStatus      `json:"limiter"`
+	// Traffic is the balancer-wide rates over the last minute; History,
+	// with ?history=1, ten minutes of them and of each backend's.
+	Traffic lb.Traffic  `json:"traffic"`
+	History *lb.History `json:"history,omitempty"`
 }
 
 type limiterStatus struct {
@@ -43,13 +47,19 @@ func (a *app) status() statusReport {
 			Enabled: cfg.RateLimit.Enabled, Clients: st.Clients, MaxClients: st.MaxClients, Overrides: st.Overrides,
 			Admitted: st.Admitted, Rejected: st.Rejected, Evictions: st.Evictions, Overflowed: st.Overflowed,
 		},
+		Traffic: a.bal.Traffic(),
 	}
 }
 
 func (a *app) serveStatus(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	report := a.status()
+	if r.URL.Query().Get("history") == "1" {
+		h := a.bal.History()
+		report.History = &h
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(a.status())
+	enc.Encode(report)
 }
