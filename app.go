@@ -38,8 +38,9 @@ type app struct {
 	bal    *lb.Balancer
 	limit  *rateLimit
 
-	conns   connCounts   // the proxy listener's client connections
-	reloads reloadCounts // reloads by result, for /metrics
+	conns     connCounts   // the proxy listener's client connections
+	reloads   reloadCounts // reloads by result, for /metrics
+	limitRate limiterRates // the limiter's last minute, for /status
 
 	ln, adminLn net.Listener
 	srv         frontServer
@@ -135,6 +136,7 @@ func (a *app) serve(ctx context.Context, hup <-chan os.Signal) error {
 	var bg sync.WaitGroup
 	bg.Go(func() { a.bal.RunHealthChecks(bgCtx) })
 	bg.Go(func() { a.bal.RunSampler(bgCtx) })
+	bg.Go(func() { a.limitRate.run(bgCtx, a.limit.limiter) })
 	bg.Go(func() { a.access.Run(bgCtx, 100*time.Millisecond) })
 	a.limit.start(bgCtx, &bg)
 
