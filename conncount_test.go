@@ -6,25 +6,38 @@ import (
 	"testing"
 )
 
-func TestConnCounts_CountOpenAndAcceptedConnections(t *testing.T) {
-	var counts connCounts
+// countedListener returns a counting listener on a loopback port.
+func countedListener(t *testing.T, counts *connCounts) net.Listener {
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln := counts.count(raw)
 	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// connect dials ln and returns both ends, closed with the test.
+func connect(t *testing.T, ln net.Listener) (client, server net.Conn) {
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
+func TestConnCounts_CountOpenAndAcceptedConnections(t *testing.T) {
+	var counts connCounts
+	ln := countedListener(t, &counts)
 	var server []net.Conn
 	for range 2 {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		s, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, s := connect(t, ln)
 		server = append(server, s)
 	}
 	if open, acc := counts.open.Load(), counts.accepted.Load(); open != 2 || acc != 2 {
@@ -45,22 +58,7 @@ func TestConnCounts_CountOpenAndAcceptedConnections(t *testing.T) {
 // connection can; the wrapper must not hide that.
 func TestCountedConn_CloseWriteReachesTheSocket(t *testing.T) {
 	var counts connCounts
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := counts.count(raw)
-	t.Cleanup(func() { ln.Close() })
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	c, s := connect(t, countedListener(t, &counts))
 	cw, ok := s.(interface{ CloseWrite() error })
 	if !ok {
 		t.Fatal("counted connection has no CloseWrite")

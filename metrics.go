@@ -79,6 +79,14 @@ func (p promWriter) histogram(name string, h lb.HistogramSnapshot, labels ...str
 	p.sample(name+"_count", float64(h.Count), labels...)
 }
 
+// perBackend writes a family with one sample per backend.
+func (p promWriter) perBackend(bs []lb.BackendMetrics, name, typ, help string, value func(lb.BackendMetrics) float64) {
+	p.family(name, typ, help)
+	for _, be := range bs {
+		p.sample(name, value(be), "backend", be.URL)
+	}
+}
+
 // reloadCounts counts configuration reloads by result, for /metrics.
 type reloadCounts struct {
 	ok, failed atomic.Uint64
@@ -131,41 +139,25 @@ func (a *app) writeMetrics(out io.Writer) {
 
 	p.family("stdlb_retries_total", "counter", "Requests sent again to another backend after a failure.")
 	p.sample("stdlb_retries_total", float64(m.Retries))
-	p.family("stdlb_backend_retries_total", "counter", "Requests that failed at the backend and were sent again to another.")
-	for _, be := range m.Backends {
-		p.sample("stdlb_backend_retries_total", float64(be.Retries), "backend", be.URL)
-	}
+	p.perBackend(m.Backends, "stdlb_backend_retries_total", "counter", "Requests that failed at the backend and were sent again to another.",
+		func(be lb.BackendMetrics) float64 { return float64(be.Retries) })
 
-	p.family("stdlb_backend_up", "gauge", "1 while the backend is in rotation, 0 while it is marked down.")
-	for _, be := range m.Backends {
-		p.sample("stdlb_backend_up", boolValue(be.Healthy), "backend", be.URL)
-	}
-	p.family("stdlb_backend_state_changes_total", "counter", "Times the backend was marked down or came back up.")
-	for _, be := range m.Backends {
-		p.sample("stdlb_backend_state_changes_total", float64(be.StateChanges), "backend", be.URL)
-	}
-	p.family("stdlb_backend_last_state_change_timestamp_seconds", "gauge",
-		"When the backend last went down or came up, in seconds since the Unix epoch; when it joined the configuration if it never changed.")
-	for _, be := range m.Backends {
-		p.sample("stdlb_backend_last_state_change_timestamp_seconds", unixSeconds(be.StateSince), "backend", be.URL)
-	}
-	p.family("stdlb_backend_in_flight", "gauge", "Requests being proxied to the backend now.")
-	for _, be := range m.Backends {
-		p.sample("stdlb_backend_in_flight", float64(be.InFlight), "backend", be.URL)
-	}
-	p.family("stdlb_backend_failures_total", "counter",
-		"Attempts that failed at the backend: refused, reset, timed out, or broken off mid-answer.")
-	for _, be := range m.Backends {
-		p.sample("stdlb_backend_failures_total", float64(be.Failures), "backend", be.URL)
-	}
-	p.family("stdlb_backend_sent_bytes_total", "counter", "Request body bytes forwarded to the backend.")
-	for _, be := range m.Backends {
-		p.sample("stdlb_backend_sent_bytes_total", float64(be.BytesSent), "backend", be.URL)
-	}
-	p.family("stdlb_backend_received_bytes_total", "counter", "Response body bytes received from the backend and relayed to clients.")
-	for _, be := range m.Backends {
-		p.sample("stdlb_backend_received_bytes_total", float64(be.BytesReceived), "backend", be.URL)
-	}
+	p.perBackend(m.Backends, "stdlb_backend_up", "gauge", "1 while the backend is in rotation, 0 while it is marked down.",
+		func(be lb.BackendMetrics) float64 { return boolValue(be.Healthy) })
+	p.perBackend(m.Backends, "stdlb_backend_state_changes_total", "counter", "Times the backend was marked down or came back up.",
+		func(be lb.BackendMetrics) float64 { return float64(be.StateChanges) })
+	p.perBackend(m.Backends, "stdlb_backend_last_state_change_timestamp_seconds", "gauge",
+		"When the backend last went down or came up, in seconds since the Unix epoch; when it joined the configuration if it never changed.",
+		func(be lb.BackendMetrics) float64 { return unixSeconds(be.StateSince) })
+	p.perBackend(m.Backends, "stdlb_backend_in_flight", "gauge", "Requests being proxied to the backend now.",
+		func(be lb.BackendMetrics) float64 { return float64(be.InFlight) })
+	p.perBackend(m.Backends, "stdlb_backend_failures_total", "counter",
+		"Attempts that failed at the backend: refused, reset, timed out, or broken off mid-answer.",
+		func(be lb.BackendMetrics) float64 { return float64(be.Failures) })
+	p.perBackend(m.Backends, "stdlb_backend_sent_bytes_total", "counter", "Request body bytes forwarded to the backend.",
+		func(be lb.BackendMetrics) float64 { return float64(be.BytesSent) })
+	p.perBackend(m.Backends, "stdlb_backend_received_bytes_total", "counter", "Response body bytes received from the backend and relayed to clients.",
+		func(be lb.BackendMetrics) float64 { return float64(be.BytesReceived) })
 	p.family("stdlb_health_checks_total", "counter", "Active health checks, by result.")
 	for _, be := range m.Backends {
 		p.sample("stdlb_health_checks_total", float64(be.ProbesPassed), "backend", be.URL, "result", "pass")

@@ -98,34 +98,27 @@ func parseProcStat(b []byte, pageSize int) (procStat, bool) {
 
 // bootTime returns the btime line of /proc/stat: when the machine booted,
 // in seconds since the Unix epoch.
-func bootTime() (float64, bool) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, false
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "btime "); ok {
-			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-			return float64(n), err == nil
-		}
-	}
-	return 0, false
-}
+func bootTime() (float64, bool) { return procNumber("/proc/stat", "btime ") }
 
 // maxOpenFiles returns the soft limit on open files from
 // /proc/self/limits, which unlike getrlimit(2) compiles everywhere.
-func maxOpenFiles() (float64, bool) {
-	b, err := os.ReadFile("/proc/self/limits")
+func maxOpenFiles() (float64, bool) { return procNumber("/proc/self/limits", "Max open files") }
+
+// procNumber returns the first number after prefix on the first line of
+// the file that starts with it; false if there is none ("unlimited").
+func procNumber(path, prefix string) (float64, bool) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, false
 	}
 	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
 			f := strings.Fields(rest)
-			if len(f) > 0 {
-				n, err := strconv.ParseUint(f[0], 10, 64) // "unlimited" is not a number
-				return float64(n), err == nil
+			if len(f) == 0 {
+				return 0, false
 			}
+			n, err := strconv.ParseUint(f[0], 10, 64)
+			return float64(n), err == nil
 		}
 	}
 	return 0, false

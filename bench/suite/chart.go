@@ -92,11 +92,11 @@ func barColor(name string) string {
 	return "#9a9a9a"
 }
 
-// thousands writes v rounded, with thin spaces between thousands: 16 655.
+// thousands writes v rounded, with commas between thousands: 16,655.
 func thousands(v float64) string {
 	s := fmt.Sprintf("%.0f", v)
 	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
-		s = s[:i] + "\u2009" + s[i:]
+		s = s[:i] + "," + s[i:]
 	}
 	return s
 }

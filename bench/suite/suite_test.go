@@ -339,7 +339,7 @@ func TestRenderChart(t *testing.T) {
 			t.Errorf("bar %d width %v, want %v", i, widths[i], want[i])
 		}
 	}
-	for _, s := range []string{"<odd & name>", "40\u2009000", "25.0 µs", "not measured", "2026-11-30 · nproc 2"} {
+	for _, s := range []string{"<odd & name>", "40,000", "25.0 µs", "not measured", "2026-11-30 · nproc 2"} {
 		if !slices.Contains(names, s) {
 			t.Errorf("chart lacks the text %q", s)
 		}
