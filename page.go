@@ -37,12 +37,19 @@ func newPageTemplate() *template.Template {
 	}).Parse(pageHTML))
 }
 
-// fmtRate writes a rate per second for people: one decimal below 10.
+// fmtRate writes a rate per second for people: 0, "<0.01", two decimals
+// below 0.1 (a 5xx every minute is 0.02, not nothing), one below 10.
 // Without a window there is no rate yet: "–".
 func fmtRate(window, v float64) string {
 	switch {
 	case window <= 0:
 		return "–"
+	case v <= 0:
+		return "0"
+	case v < 0.01:
+		return "<0.01"
+	case v < 0.1:
+		return fmt.Sprintf("%.2f", v)
 	case v < 10:
 		return fmt.Sprintf("%.1f", v)
 	}
@@ -75,8 +82,10 @@ func fmtLatency(s float64) string {
 		return fmt.Sprintf("%.1f ms", ms)
 	case ms < 1000:
 		return fmt.Sprintf("%.0f ms", math.Round(ms))
+	case s < 10:
+		return fmt.Sprintf("%.2f s", s)
 	}
-	return fmt.Sprintf("%.2f s", s)
+	return fmt.Sprintf("%.0f s", math.Round(s))
 }
 
 // fmtSince writes a time span in its two largest units: 45s, 2m13s,

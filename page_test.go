@@ -83,7 +83,9 @@ func TestStatusPage_RendersEachBackendAndTheTotals(t *testing.T) {
 func TestStatusPage_FormatsForPeople(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
 		{fmtRate(0, 5), "–"},
-		{fmtRate(60, 0), "0.0"},
+		{fmtRate(60, 0), "0"},
+		{fmtRate(60, 0.004), "<0.01"},
+		{fmtRate(60, 0.0167), "0.02"},
 		{fmtRate(60, 9.94), "9.9"},
 		{fmtRate(60, 1234.5), "1235"},
 		{fmtLatency(0), "–"},
@@ -91,6 +93,7 @@ func TestStatusPage_FormatsForPeople(t *testing.T) {
 		{fmtLatency(0.0045), "4.5 ms"},
 		{fmtLatency(0.2504), "250 ms"},
 		{fmtLatency(1.5), "1.50 s"},
+		{fmtLatency(12.4), "12 s"},
 		{fmtLatency(30), "≥ 30 s"},
 		{fmtCount(0), "0"},
 		{fmtCount(999), "999"},
