@@ -113,7 +113,8 @@ func (l *lineLog) log(t time.Time, msg string, attrs []slog.Attr) {
 		b = l.appendTime(b, t)
 		b = append(b, `","level":"INFO","msg":`...)
 		b = appendJSONString(b, msg)
-		for _, a := range attrs {
+		for i := range attrs {
+			a := &attrs[i] // not a copy: an Attr is five words
 			b = append(b, ',')
 			b = appendJSONString(b, a.Key)
 			b = append(b, ':')
@@ -125,7 +126,8 @@ func (l *lineLog) log(t time.Time, msg string, attrs []slog.Attr) {
 		b = l.appendTime(b, t)
 		b = append(b, " level=INFO msg="...)
 		b = appendTextString(b, msg)
-		for _, a := range attrs {
+		for i := range attrs {
+			a := &attrs[i]
 			b = append(b, ' ')
 			b = appendTextString(b, a.Key)
 			b = append(b, '=')

@@ -133,29 +133,31 @@ func appendSeconds(b []byte, d time.Duration) []byte {
 // rune-by-rune loop was half the cost of a record that has one.
 func appendTextString(b []byte, s string) []byte {
 	var flags uint8
-	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		w := load64(s, i)
-		if w&hi8 != 0 {
-			return appendTextStringSlow(b, s)
+	if len(s) < 8 {
+		for i := 0; i < len(s); i++ {
+			flags |= textFlags[s[i]]
 		}
-		ctl := hasLess(w, ' ')
-		quote := hasByte(w, '"')
-		if ctl|quote|hasByte(w, ' ')|hasByte(w, '=') != 0 {
-			flags |= mustQuote
+	} else {
+		// Whole words, then the last eight bytes for the rest: bytes seen
+		// twice change nothing.
+		for i := 0; i < len(s); i += 8 {
+			w := load64(s, min(i, len(s)-8))
+			ctl := hasLess(w, ' ')
+			quote := hasByte(w, '"')
+			if w&hi8 != 0 {
+				flags |= beyondASCII
+			}
+			if ctl|quote|hasByte(w, ' ')|hasByte(w, '=') != 0 {
+				flags |= mustQuote
+			}
+			if ctl|quote|hasByte(w, '\\')|hasByte(w, 0x7f) != 0 {
+				flags |= escaped
+			}
 		}
-		if ctl|quote|hasByte(w, '\\')|hasByte(w, 0x7f) != 0 {
-			flags |= escaped
-		}
-	}
-	for ; i < len(s); i++ {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			return appendTextStringSlow(b, s)
-		}
-		flags |= textFlags[c]
 	}
 	switch {
+	case flags&beyondASCII != 0:
+		return appendTextStringSlow(b, s)
 	case s != "" && flags&mustQuote == 0:
 		return append(b, s...)
 	case flags&escaped == 0:
@@ -189,18 +191,22 @@ func hasLess(w uint64, n byte) uint64 { return (w - lo8*uint64(n)) & ^w & hi8 }
 // hasByte is non-zero when a byte of w equals c, for w of ASCII bytes.
 func hasByte(w uint64, c byte) uint64 { return hasLess(w^(lo8*uint64(c)), 1) }
 
-// What an ASCII byte asks of appendTextString: mustQuote, quotes around
-// the value; escaped, an escape inside them (strconv.Quote's rules).
+// What a byte asks of appendTextString: mustQuote, quotes around the
+// value; escaped, an escape inside them (strconv.Quote's rules);
+// beyondASCII, the rune-by-rune rules.
 const (
 	mustQuote = 1 << iota
 	escaped
+	beyondASCII
 )
 
-// textFlags holds the flags of each ASCII byte. Computed once, never
-// written after.
-var textFlags = func() (t [utf8.RuneSelf]uint8) {
+// textFlags holds the flags of each byte. Computed once, never written
+// after.
+var textFlags = func() (t [256]uint8) {
 	for c := range t {
 		switch {
+		case c >= utf8.RuneSelf:
+			t[c] = beyondASCII
 		case c == ' ' || c == '=':
 			t[c] = mustQuote
 		case c == '\\' || c == 0x7f: // bare they stand for themselves, as slog has it
@@ -242,6 +248,16 @@ func textNeedsQuoting(s string) bool {
 	return false
 }
 
+// jsonSpecial marks the bytes that do not stand for themselves in a JSON
+// string, or may not: controls, '"', '\\' and all beyond ASCII. Computed
+// once, never written after.
+var jsonSpecial = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c >= utf8.RuneSelf || !jsonSafe(byte(c))
+	}
+	return t
+}()
+
 // jsonSafe reports whether an ASCII byte stands for itself in a JSON
 // string: everything but controls, '"' and '\'.
 func jsonSafe(c byte) bool { return c >= ' ' && c != '"' && c != '\\' }
@@ -251,13 +267,24 @@ func jsonSafe(c byte) bool { return c >= ' ' && c != '"' && c != '\\' }
 func appendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
-	// Skip the plain ASCII prefix, nearly always all of s, a word at a time.
+	// Nearly always all of s is plain ASCII: check it a word at a time
+	// (the last word overlapping the one before) and copy it in one go.
 	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		w := load64(s, i)
-		if w&hi8|hasLess(w, ' ')|hasByte(w, '"')|hasByte(w, '\\') != 0 {
-			break
+	if len(s) < 8 {
+		for i < len(s) && !jsonSpecial[s[i]] {
+			i++
 		}
+	} else {
+		for ; i < len(s); i += 8 {
+			if w := load64(s, min(i, len(s)-8)); w&hi8|hasLess(w, ' ')|hasByte(w, '"')|hasByte(w, '\\') != 0 {
+				i = min(i, len(s)-8) // the rest goes through the loop below
+				break
+			}
+		}
+	}
+	if i >= len(s) {
+		b = append(b, s...)
+		return append(b, '"')
 	}
 	start := 0
 	for i < len(s) {
