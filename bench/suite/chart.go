@@ -52,7 +52,7 @@ func renderChart(targets []*target, subtitle string) string {
 		}
 	}
 	y = 22
-	text(10, y, "t", "start", "make bench: the balancer against the backend direct, nginx and HAProxy")
+	text(10, y, "t", "start", "make bench: stdlb against the backend alone, nginx and HAProxy")
 	y += 18
 	text(10, y, "s", "start", subtitle)
 	panel("Throughput, requests per second (more is better)",
@@ -62,7 +62,9 @@ func renderChart(targets []*target, subtitle string) string {
 		func(t *target) float64 { return t.median(func(f figures) float64 { return f.cpuPer1k }) },
 		func(v float64) string { return fmt.Sprintf("%.1f µs", v) })
 	y += 14
-	text(10, y, "s", "start", "Medians over the rounds. Load generator, backends and proxy share the machine; compare within one run.")
+	text(10, y, "s", "start", "Medians over the rounds; direct is the backend's own CPU, the floor a proxy adds to.")
+	y += 16
+	text(10, y, "s", "start", "Load generator, backends and proxies share the machine: compare within one run.")
 	height := y + 10
 
 	var out strings.Builder
