@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestBalancer_CountsBytesLatencyAndRetriesPerBackend(t *testing.T) {
@@ -250,5 +251,12 @@ func BenchmarkRecord(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// The sampler's memory is stated in window.go and bench/RESULTS.md.
+func TestSeries_MemoryIsAFewKB(t *testing.T) {
+	if n := unsafe.Sizeof(series{}); n > 3800 {
+		t.Fatalf("a series is %d bytes, more than the 3.7 KB documented", n)
 	}
 }
