@@ -49,8 +49,9 @@ type Options struct {
 	AccessLog *slog.Logger
 	// AccessWriter, if set, takes the access log instead of AccessLog: the
 	// balancer writes each line itself, with one Write, as slog's
-	// TextHandler would (JSONHandler with AccessJSON), for a fraction of
-	// slog's cost per record. Writes come from many goroutines at once:
+	// TextHandler would (JSONHandler with AccessJSON), durations aside
+	// (seconds: see lineLog), for a fraction of slog's cost per record.
+	// Writes come from many goroutines at once:
 	// the writer must be safe for that, and keep each Write whole.
 	AccessWriter io.Writer
 	AccessJSON   bool
