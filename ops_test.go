@@ -77,7 +77,7 @@ func TestApp_BackendNamesInStatusMetricsAndLogs(t *testing.T) {
 		t.Errorf("access log does not name the backend:\n%s", r.access)
 	}
 	_, page := getBody(t, "http://"+r.AdminAddr()+"/")
-	if !strings.Contains(page, `<div class="url">web-1</div><div class="addr">`+a.URL+`</div>`) {
+	if !strings.Contains(page, `</span>web-1<span class="addr">`+a.URL+`</span>`) {
 		t.Error("the status page does not show the name and the URL")
 	}
 }
