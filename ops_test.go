@@ -124,6 +124,14 @@ func TestAdmin_ReloadAppliesTheFileAndAnswersWhatChanged(t *testing.T) {
 	if resp, _ := getBody(t, "http://"+r.Addr()+"/"); resp.Header.Get("X-Backend") != "b" {
 		t.Fatal("a rejected reload changed the backends")
 	}
+	// POST /reload counts in the reload metrics as SIGHUP does; the 401
+	// was no reload.
+	var sb strings.Builder
+	r.writeMetrics(&sb)
+	m := checkExposition(t, sb.String())
+	if ok, failed := m[`stdlb_config_reloads_total{result="success"}`], m[`stdlb_config_reloads_total{result="failure"}`]; ok != 1 || failed != 1 {
+		t.Errorf("reloads counted: %v succeeded, %v failed; want 1 and 1", ok, failed)
+	}
 }
 
 // startAdminApp serves one backend, with the admin token s3cret set, for
