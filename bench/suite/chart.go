@@ -79,7 +79,8 @@ func renderChart(targets []*target, subtitle string) string {
 }
 
 // barColor groups the targets: the balancer in blue, the references in
-// their own colours, the backend alone in grey.
+// their own colours (lighter for a variant: stdlb +tls, nginx +tls), the
+// backend alone in grey.
 func barColor(name string) string {
 	switch {
 	case strings.HasPrefix(name, "stdlb +"):
@@ -88,6 +89,8 @@ func barColor(name string) string {
 		return "#2563eb"
 	case name == "nginx":
 		return "#0e9f6e"
+	case strings.HasPrefix(name, "nginx +"):
+		return "#6fcfa5"
 	case name == "haproxy":
 		return "#e07b00"
 	}

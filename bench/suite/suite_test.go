@@ -357,3 +357,20 @@ func attr(e xml.StartElement, name string) string {
 	}
 	return ""
 }
+
+// TestBarColor_OnlyTheBackendAloneIsGrey: the TLS rows are variants of
+// the balancer and of nginx, not references of their own.
+func TestBarColor_OnlyTheBackendAloneIsGrey(t *testing.T) {
+	const grey = "#9a9a9a"
+	for _, name := range []string{stdlbTLSName, nginxTLSName, "stdlb", "stdlb +ratelimit +accesslog", "nginx", "haproxy"} {
+		if barColor(name) == grey {
+			t.Errorf("%s is drawn grey, as the backend alone is", name)
+		}
+	}
+	if barColor("direct (backend b1)") != grey {
+		t.Error("the backend alone is not grey")
+	}
+	if barColor(nginxTLSName) == barColor("direct (backend b1)") || barColor(nginxTLSName) == barColor("nginx") {
+		t.Error("nginx +tls looks like another row")
+	}
+}
