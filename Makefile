@@ -40,9 +40,11 @@ test:
 	$(GO) test -run '^$$' -bench . -benchtime 100x ./...
 
 # The comparison with the backends direct and nginx/HAProxy (when
-# installed), appended to bench/RESULTS.md. Not part of make test.
+# installed): a table, and an SVG chart of it, in bench/out/ (not tracked).
+# make bench BENCH_FLAGS=-record also appends the table to bench/RESULTS.md
+# and writes the chart to bench/results.svg. Not part of make test.
 bench:
-	$(GO) run ./bench/suite
+	$(GO) run ./bench/suite $(BENCH_FLAGS)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s .

@@ -44,6 +44,10 @@ type app struct {
 	// reload swaps it.
 	certs *certStore
 
+	conns     connCounts   // the proxy listener's client connections
+	reloads   reloadCounts // reloads by result, for /metrics
+	limitRate limiterRates // the limiter's last minute, for /status
+
 	ln, adminLn net.Listener
 	srv         frontServer
 	admin       *http.Server
@@ -72,6 +76,7 @@ func newApp(cfg *Config, cert *certificate, path string, over Overrides, logger 
 	a := &app{path: path, over: over, log: logger, access: access, page: newPageTemplate(), initial: cfg,
 		drainEvery: 3 * time.Second}
 	a.cfg.Store(cfg)
+	a.reloads.lastOK.Store(time.Now().Unix())
 	applyRuntime(cfg.Runtime)
 
 	limit, err := newRateLimit(cfg, path, logger)
@@ -117,6 +122,7 @@ func newApp(cfg *Config, cert *certificate, path string, over Overrides, logger 
 	if a.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	a.ln = a.conns.count(a.ln) // beneath the TLS listener: h1.Server tells *tls.Conn apart
 	if listenerTLS != nil {
 		a.ln = tls.NewListener(a.ln, listenerTLS)
 	}
@@ -165,6 +171,8 @@ func (a *app) serve(ctx context.Context, hup, term <-chan os.Signal) error {
 	defer bgCancel()
 	var bg sync.WaitGroup
 	bg.Go(func() { a.bal.RunHealthChecks(bgCtx) })
+	bg.Go(func() { a.bal.RunSampler(bgCtx) })
+	bg.Go(func() { a.limitRate.run(bgCtx, a.limit.limiter) })
 	bg.Go(func() { a.access.Run(bgCtx, 100*time.Millisecond) })
 	a.limit.start(bgCtx, &bg)
 
@@ -238,6 +246,7 @@ func lbConfig(cfg *Config) lb.Config {
 		AccessLog:       cfg.AccessLog,
 		TrustedProxies:  trustedProxies(cfg),
 	}
+	out.AccessLogOmitQuery = !cfg.AccessLogQuery
 	for _, b := range cfg.Backends {
 		u, _ := url.Parse(b.URL)
 		u.Path = ""

@@ -25,6 +25,7 @@ type Config struct {
 	Timeouts       TimeoutsConfig  `json:"timeouts"`
 	MaxHeaderBytes int             `json:"max_header_bytes"`
 	AccessLog      bool            `json:"access_log"`
+	AccessLogQuery bool            `json:"access_log_query"` // false: log paths without their query strings
 	LogFormat      string          `json:"log_format"`
 	RateLimit      RateLimitConfig `json:"rate_limit"`
 	Admin          AdminConfig     `json:"admin"`
@@ -118,6 +119,7 @@ func defaultConfig() Config {
 		},
 		MaxHeaderBytes: 64 << 10,
 		AccessLog:      true,
+		AccessLogQuery: true,
 		LogFormat:      "text",
 		RateLimit: RateLimitConfig{
 			Capacity: 100, RefillRate: 50, RefillInterval: Duration(100 * time.Millisecond),

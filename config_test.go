@@ -70,7 +70,7 @@ func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
 	}{
 		{"unknown fields, all of them", `{"backends": [{"url": "http://a:1", "wieght": 2}], "listne": ":1"}`, []string{
 			"backends[0].wieght: unknown field (known: name, url, weight)",
-			"listne: unknown field (known: access_log, admin, algorithm, backends, health_check, listen, log_format, max_header_bytes, rate_limit, retries, runtime, timeouts, tls)",
+			"listne: unknown field (known: access_log, access_log_query, admin, algorithm, backends, health_check, listen, log_format, max_header_bytes, rate_limit, retries, runtime, timeouts, tls)",
 		}},
 		{"backend URL without scheme or host", `{"backends": [{"url": "127.0.0.1:9001"}, {"url": "http://"}, {"url": ""}]}`, []string{
 			`backends[0].url: "127.0.0.1:9001" has no http:// or https:// scheme`,

@@ -6,11 +6,14 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 var (
@@ -23,14 +26,17 @@ var (
 // checkExposition validates Prometheus text format line by line: HELP and
 // TYPE before a family's samples, sample names belonging to the declared
 // family (with _bucket/_sum/_count for histograms), well-formed and escaped
-// labels, parsable values, counters not negative, histogram buckets
-// cumulative and ending in +Inf equal to _count. It returns the samples.
+// labels, parsable values, counters not negative, no series twice, and
+// each histogram series (one per set of labels besides le) with buckets
+// cumulative and ending in +Inf equal to its _count. It returns the
+// samples.
 func checkExposition(t *testing.T, text string) map[string]float64 {
 	t.Helper()
 	types := map[string]string{}
 	samples := map[string]float64{}
 	var family string
-	var lastBucket float64
+	lastBucket := map[string]float64{} // by histogram series
+	infBucket := map[string]float64{}
 	for n, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
 		fail := func(why string) { t.Fatalf("line %d %q: %s", n+1, line, why) }
 		switch {
@@ -49,7 +55,6 @@ func checkExposition(t *testing.T, text string) map[string]float64 {
 				fail("family declared twice")
 			}
 			types[family] = m[2]
-			lastBucket = 0
 		default:
 			m := sampleLine.FindStringSubmatch(line)
 			if m == nil {
@@ -67,12 +72,18 @@ func checkExposition(t *testing.T, text string) map[string]float64 {
 			if typ == "counter" && !strings.HasSuffix(name, "_total") {
 				fail("counter without _total")
 			}
+			series, le := base, ""
 			for rest := labels; rest != ""; {
 				lm := labelPair.FindStringSubmatch(rest)
 				if lm == nil {
 					fail("malformed labels " + rest)
 				}
 				rest = rest[len(lm[0]):]
+				if lm[1] == "le" {
+					le = lm[2]
+				} else {
+					series += "," + lm[1] + "=" + lm[2]
+				}
 			}
 			v, err := strconv.ParseFloat(value, 64)
 			if err != nil {
@@ -81,19 +92,37 @@ func checkExposition(t *testing.T, text string) map[string]float64 {
 			if typ == "counter" && v < 0 {
 				fail("negative counter")
 			}
-			if strings.HasSuffix(name, "_bucket") {
-				if v < lastBucket {
-					fail("bucket counts not cumulative")
+			if typ == "histogram" {
+				switch {
+				case strings.HasSuffix(name, "_bucket"):
+					if le == "" {
+						fail("bucket without le")
+					}
+					if v < lastBucket[series] {
+						fail("bucket counts not cumulative")
+					}
+					lastBucket[series] = v
+					if le == "+Inf" {
+						infBucket[series] = v
+					}
+				case le != "":
+					fail("le outside a bucket")
+				case strings.HasSuffix(name, "_count"):
+					if inf, ok := infBucket[series]; !ok || inf != v {
+						fail(fmt.Sprintf("count %v, +Inf bucket %v (present %v)", v, inf, ok))
+					}
+					delete(infBucket, series)
 				}
-				lastBucket = v
 			}
-			samples[name+"{"+labels+"}"] = v
+			key := name + "{" + labels + "}"
+			if _, dup := samples[key]; dup {
+				fail("series written twice")
+			}
+			samples[key] = v
 		}
 	}
-	for fam, typ := range types {
-		if typ == "histogram" && samples[fam+`_bucket{le="+Inf"}`] != samples[fam+"_count{}"] {
-			t.Fatalf("%s: +Inf bucket %v != count %v", fam, samples[fam+`_bucket{le="+Inf"}`], samples[fam+"_count{}"])
-		}
+	for series := range infBucket {
+		t.Fatalf("histogram %s has buckets but no _count", series)
 	}
 	return samples
 }
@@ -121,21 +150,63 @@ func TestMetrics_ExpositionFormat(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	s := checkExposition(t, string(body))
 	want := map[string]float64{
-		`stdlb_requests_total{backend="` + a.URL + `",code="200"}`:         2,
-		`stdlb_requests_total{backend="",code="429"}`:                      1,
-		`stdlb_request_duration_seconds_count{}`:                           3,
-		`stdlb_ratelimit_decisions_total{decision="admitted"}`:             2,
-		`stdlb_ratelimit_decisions_total{decision="rejected"}`:             1,
-		`stdlb_ratelimit_clients{}`:                                        1,
-		`stdlb_backend_up{backend="` + a.URL + `"}`:                        1,
-		`stdlb_backend_in_flight{backend="` + a.URL + `"}`:                 0,
-		`stdlb_request_duration_seconds_bucket{le="+Inf"}`:                 3,
-		`stdlb_health_checks_total{backend="` + a.URL + `",result="fail"}`: 0,
+		`stdlb_requests_total{backend="` + a.URL + `",code="200"}`:                            2,
+		`stdlb_requests_total{backend="",code="429"}`:                                         1,
+		`stdlb_request_duration_seconds_count{answer="proxied"}`:                              2,
+		`stdlb_request_duration_seconds_count{answer="refused"}`:                              1,
+		`stdlb_ratelimit_decisions_total{decision="admitted"}`:                                2,
+		`stdlb_ratelimit_decisions_total{decision="rejected"}`:                                1,
+		`stdlb_ratelimit_clients{}`:                                                           1,
+		`stdlb_backend_up{backend="` + a.URL + `"}`:                                           1,
+		`stdlb_backend_in_flight{backend="` + a.URL + `"}`:                                    0,
+		`stdlb_request_duration_seconds_bucket{answer="proxied",le="+Inf"}`:                   2,
+		`stdlb_health_checks_total{backend="` + a.URL + `",result="fail"}`:                    0,
+		`stdlb_build_info{version="` + version() + `",goversion="` + runtime.Version() + `"}`: 1,
+		`stdlb_backend_request_duration_seconds_count{backend="` + a.URL + `"}`:               2,
+		`stdlb_backend_received_bytes_total{backend="` + a.URL + `"}`:                         float64(2 * len("hello from a")),
+		`stdlb_backend_sent_bytes_total{backend="` + a.URL + `"}`:                             0,
+		`stdlb_backend_retries_total{backend="` + a.URL + `"}`:                                0,
+		`stdlb_backend_state_changes_total{backend="` + a.URL + `"}`:                          0,
+		`stdlb_config_reloads_total{result="success"}`:                                        0,
 	}
 	for k, v := range want {
 		if got, ok := s[k]; !ok || got != v {
 			t.Errorf("%s = %v (present %v), want %v", k, got, ok, v)
 		}
+	}
+	// The three requests came on at least one connection; how many the
+	// client kept open is its business.
+	if n := s["stdlb_client_connections_accepted_total{}"]; n < 1 || s["stdlb_client_connections{}"] > n {
+		t.Errorf("client connections: %v accepted, %v open", n, s["stdlb_client_connections{}"])
+	}
+	if s["go_goroutines{}"] < 1 {
+		t.Error("no go_goroutines")
+	}
+}
+
+func TestMetrics_CountReloadsByResult(t *testing.T) {
+	a := backendNamed(t, "a")
+	path := filepath.Join(t.TempDir(), "config.json")
+	writeConfig(t, path, "", a.URL)
+	r := startApp(t, path)
+	metrics := func() map[string]float64 {
+		var sb strings.Builder
+		r.writeMetrics(&sb)
+		return checkExposition(t, sb.String())
+	}
+	started := metrics()["stdlb_config_last_reload_success_timestamp_seconds{}"]
+	if now := float64(time.Now().Unix()); started < now-60 || started > now {
+		t.Fatalf("last successful load %v, want the start, about %v", started, now)
+	}
+
+	r.hup <- os.Interrupt // the same file: a successful reload
+	waitUntil(t, "the reload", func() bool { return metrics()[`stdlb_config_reloads_total{result="success"}`] == 1 })
+	os.WriteFile(path, []byte(`{"retries": -1}`), 0o644)
+	r.hup <- os.Interrupt
+	waitUntil(t, "the rejected reload", func() bool { return metrics()[`stdlb_config_reloads_total{result="failure"}`] == 1 })
+	m := metrics()
+	if m[`stdlb_config_reloads_total{result="success"}`] != 1 || m["stdlb_config_last_reload_success_timestamp_seconds{}"] < started {
+		t.Fatalf("after one good and one bad reload: %v", m)
 	}
 }
 

@@ -77,7 +77,7 @@ func TestApp_BackendNamesInStatusMetricsAndLogs(t *testing.T) {
 		t.Errorf("access log does not name the backend:\n%s", r.access)
 	}
 	_, page := getBody(t, "http://"+r.AdminAddr()+"/")
-	if !strings.Contains(page, `<div class="url">web-1</div><div class="addr">`+a.URL+`</div>`) {
+	if !strings.Contains(page, `</span>web-1<span class="addr">`+a.URL+`</span>`) {
 		t.Error("the status page does not show the name and the URL")
 	}
 }
@@ -123,6 +123,14 @@ func TestAdmin_ReloadAppliesTheFileAndAnswersWhatChanged(t *testing.T) {
 	}
 	if resp, _ := getBody(t, "http://"+r.Addr()+"/"); resp.Header.Get("X-Backend") != "b" {
 		t.Fatal("a rejected reload changed the backends")
+	}
+	// POST /reload counts in the reload metrics as SIGHUP does; the 401
+	// was no reload.
+	var sb strings.Builder
+	r.writeMetrics(&sb)
+	m := checkExposition(t, sb.String())
+	if ok, failed := m[`stdlb_config_reloads_total{result="success"}`], m[`stdlb_config_reloads_total{result="failure"}`]; ok != 1 || failed != 1 {
+		t.Errorf("reloads counted: %v succeeded, %v failed; want 1 and 1", ok, failed)
 	}
 }
 

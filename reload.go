@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // reloadOutcome is what a successful reload changed: the reload's log line
@@ -64,6 +65,7 @@ func (a *app) reload(source string) (reloadOutcome, error) {
 	}
 	applyRuntime(cfg.Runtime)
 	a.cfg.Store(cfg)
+	a.reloads.succeeded(time.Now())
 	attrs := []any{"by", source, "config", a.path, "changed", out.Changed,
 		"clients_with_own_limits", out.ClientsWithOwnLimits}
 	if out.Certificate != "" {
@@ -88,6 +90,7 @@ func problems(err error) []string {
 }
 
 func (a *app) logRejected(source string, err error) {
+	a.reloads.failed.Add(1)
 	for _, p := range problems(err) {
 		a.log.Error("reload rejected: "+p, "by", source)
 	}

@@ -1,19 +1,91 @@
 package lb
 
 import (
+	"context"
 	"io"
 	"log/slog"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 )
+
+// logAccess writes the request's access-log line: what was asked (method,
+// path, query, protocol, whether over TLS, host), what came of it (status, duration, the
+// backend's time to first byte, body bytes in and out, the backend,
+// attempts), and who asked (client, user agent, referer, rate-limit key).
+// Durations are seconds (see lineLog); fields with nothing to say are left
+// out.
+func (ex *exchange) logAccess(status int, dur time.Duration) {
+	in := ex.in
+	var buf [20]slog.Attr
+	attrs := append(buf[:0], slog.String("method", in.Method), slog.String("path", in.URL.Path))
+	if q := in.URL.RawQuery; q != "" && !ex.pool.cfg.AccessLogOmitQuery {
+		attrs = append(attrs, slog.String("query", q))
+	}
+	attrs = append(attrs, slog.String("proto", in.Proto))
+	if in.TLS != nil {
+		attrs = append(attrs, slog.Bool("tls", true))
+	}
+	attrs = append(attrs,
+		slog.String("host", in.Host),
+		slog.Int("status", status),
+		slog.Duration("duration_s", dur.Round(time.Microsecond)),
+	)
+	if ex.stats.ttfb > 0 {
+		attrs = append(attrs, slog.Duration("ttfb_s", ex.stats.ttfb.Round(time.Microsecond)))
+	}
+	attrs = append(attrs, slog.Int64("bytes_in", ex.bytesIn()), slog.Int64("bytes_out", ex.rw.bytes))
+	if ex.cur >= 0 {
+		attrs = append(attrs, slog.String("backend", ex.backend().name))
+	}
+	_, client, _ := ex.pool.cfg.TrustedProxies.ClientIP(in)
+	attrs = append(attrs, slog.String("client", client))
+	if v := in.Header["User-Agent"]; len(v) > 0 && v[0] != "" {
+		attrs = append(attrs, slog.String("user_agent", v[0]))
+	}
+	if v := in.Header["Referer"]; len(v) > 0 && v[0] != "" {
+		attrs = append(attrs, slog.String("referer", v[0]))
+	}
+	if ex.adm.KeyKind != "" {
+		attrs = append(attrs, slog.String("key_kind", ex.adm.KeyKind))
+		if ex.adm.Key != "" {
+			attrs = append(attrs, slog.String("key", ex.adm.Key))
+		}
+		attrs = append(attrs, slog.Bool("limited", ex.adm.Limited))
+	}
+	if ex.attempts > 1 {
+		attrs = append(attrs, slog.Int("attempts", ex.attempts))
+	}
+	if ex.broken {
+		attrs = append(attrs, slog.Bool("aborted", true))
+	}
+	if ex.b.lines != nil {
+		ex.b.lines.log(time.Now(), "request", attrs)
+		return
+	}
+	ex.b.access.LogAttrs(context.Background(), slog.LevelInfo, "request", secondsForSlog(attrs)...)
+}
+
+// secondsForSlog turns the duration attributes into seconds as float64,
+// so that a slog handler writes the number lineLog writes (below 100 µs
+// slog spells it with an exponent: 1.2e-05 for 0.000012).
+func secondsForSlog(attrs []slog.Attr) []slog.Attr {
+	for i, a := range attrs {
+		if a.Value.Kind() == slog.KindDuration {
+			attrs[i] = slog.Float64(a.Key, a.Value.Duration().Seconds())
+		}
+	}
+	return attrs
+}
 
 // lineLog writes access-log records in the format of slog's TextHandler or
 // JSONHandler (default options), byte for byte, for the kinds of value the
-// balancer logs: strings, integers, durations and booleans. TestLineLog
-// compares the two on random values.
+// balancer logs: strings, integers and booleans. TestLineLog compares the
+// two on random values. Durations are the one difference: lineLog writes
+// them as seconds, in decimal with up to nine digits after the point
+// (0.001234), in both formats, as nginx's request_time and Caddy's
+// duration are; slog writes 1.234ms in text and integer nanoseconds in
+// JSON, which no log pipeline reads as a time.
 //
 // Why not slog itself: through a Logger each record costs a runtime.Callers,
 // a Record with the attributes past the fifth on the heap, and the
@@ -24,6 +96,10 @@ type lineLog struct {
 	w    io.Writer
 	json bool
 	bufs sync.Pool // *[]byte
+	// second is the formatted second of the last record's time, shared by
+	// the records of that second; replaced, never changed, when the
+	// second moves on.
+	second atomic.Pointer[formattedSecond]
 }
 
 func newLineLog(w io.Writer, json bool) *lineLog {
@@ -37,10 +113,11 @@ func (l *lineLog) log(t time.Time, msg string, attrs []slog.Attr) {
 	b := (*bp)[:0]
 	if l.json {
 		b = append(b, `{"time":"`...)
-		b = t.Round(0).AppendFormat(b, time.RFC3339Nano)
+		b = l.appendTime(b, t)
 		b = append(b, `","level":"INFO","msg":`...)
 		b = appendJSONString(b, msg)
-		for _, a := range attrs {
+		for i := range attrs {
+			a := &attrs[i] // not a copy: an Attr is five words
 			b = append(b, ',')
 			b = appendJSONString(b, a.Key)
 			b = append(b, ':')
@@ -49,10 +126,11 @@ func (l *lineLog) log(t time.Time, msg string, attrs []slog.Attr) {
 		b = append(b, "}\n"...)
 	} else {
 		b = append(b, "time="...)
-		b = appendRFC3339Millis(b, t.Round(0))
+		b = l.appendTime(b, t)
 		b = append(b, " level=INFO msg="...)
 		b = appendTextString(b, msg)
-		for _, a := range attrs {
+		for i := range attrs {
+			a := &attrs[i]
 			b = append(b, ' ')
 			b = appendTextString(b, a.Key)
 			b = append(b, '=')
@@ -66,124 +144,4 @@ func (l *lineLog) log(t time.Time, msg string, attrs []slog.Attr) {
 	}
 	*bp = b
 	l.bufs.Put(bp)
-}
-
-// appendRFC3339Millis formats t with exactly three decimals, truncated.
-func appendRFC3339Millis(b []byte, t time.Time) []byte {
-	// RFC3339Nano trims trailing zeros; a tenth of a millisecond added to
-	// the truncated time keeps four digits, and the fourth is dropped.
-	const prefix = len("2006-01-02T15:04:05.000")
-	n := len(b)
-	b = t.Truncate(time.Millisecond).Add(time.Millisecond/10).AppendFormat(b, time.RFC3339Nano)
-	return append(b[:n+prefix], b[n+prefix+1:]...)
-}
-
-func appendTextValue(b []byte, v slog.Value) []byte {
-	switch v.Kind() {
-	case slog.KindString:
-		return appendTextString(b, v.String())
-	case slog.KindInt64:
-		return strconv.AppendInt(b, v.Int64(), 10)
-	case slog.KindDuration:
-		return append(b, v.Duration().String()...)
-	case slog.KindBool:
-		return strconv.AppendBool(b, v.Bool())
-	}
-	return appendTextString(b, v.String())
-}
-
-func appendJSONValue(b []byte, v slog.Value) []byte {
-	switch v.Kind() {
-	case slog.KindString:
-		return appendJSONString(b, v.String())
-	case slog.KindInt64:
-		return strconv.AppendInt(b, v.Int64(), 10)
-	case slog.KindDuration:
-		return strconv.AppendInt(b, int64(v.Duration()), 10)
-	case slog.KindBool:
-		return strconv.AppendBool(b, v.Bool())
-	}
-	return appendJSONString(b, v.String())
-}
-
-// appendTextString writes s bare, or Go-quoted when it is empty or holds a
-// space, '=', a quote, a control or a non-printing character.
-func appendTextString(b []byte, s string) []byte {
-	if textNeedsQuoting(s) {
-		return strconv.AppendQuote(b, s)
-	}
-	return append(b, s...)
-}
-
-func textNeedsQuoting(s string) bool {
-	if s == "" {
-		return true
-	}
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c != '\\' && (c == ' ' || c == '=' || !jsonSafe(c)) {
-				return true
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError || unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			return true
-		}
-		i += size
-	}
-	return false
-}
-
-// jsonSafe reports whether an ASCII byte stands for itself in a JSON
-// string: everything but controls, '"' and '\'.
-func jsonSafe(c byte) bool { return c >= ' ' && c != '"' && c != '\\' }
-
-// appendJSONString writes s as a JSON string, escaped as slog escapes it:
-// controls, '"', '\', invalid UTF-8 as U+FFFD, and U+2028 and U+2029.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if jsonSafe(c) {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, `\n`...)
-			case '\r':
-				b = append(b, `\r`...)
-			case '\t':
-				b = append(b, `\t`...)
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(append(b, s[start:i]...), `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(append(b, s[start:i]...), '\\', 'u', '2', '0', '2', hex[r&0xf])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

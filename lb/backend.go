@@ -42,6 +42,8 @@ type Backend struct {
 	probesPassed atomic.Uint64
 	probesFailed atomic.Uint64
 
+	stats backendStats // latency, bytes, retries, samples (stats.go)
+
 	// mu guards the health bookkeeping below, written by the active checker
 	// and by passive marks; it spans several fields that change together.
 	mu         sync.Mutex
@@ -104,6 +106,7 @@ func (b *Backend) recordProbe(err error, reason string, now time.Time, healthyTh
 		if !b.healthy.Load() && b.okStreak >= healthyThreshold {
 			b.healthy.Store(true)
 			b.changedAt = now
+			b.stats.stateChanges.Add(1)
 			return transition{changed: true, healthy: true, streak: b.okStreak}
 		}
 		return transition{healthy: b.healthy.Load()}
@@ -114,6 +117,7 @@ func (b *Backend) recordProbe(err error, reason string, now time.Time, healthyTh
 	if b.healthy.Load() && b.failStreak >= unhealthyThreshold {
 		b.healthy.Store(false)
 		b.changedAt = now
+		b.stats.stateChanges.Add(1)
 		return transition{changed: true, healthy: false, streak: b.failStreak}
 	}
 	return transition{healthy: b.healthy.Load()}
@@ -132,6 +136,7 @@ func (b *Backend) markDown(reason string, now time.Time) bool {
 	}
 	b.healthy.Store(false)
 	b.changedAt = now
+	b.stats.stateChanges.Add(1)
 	return true
 }
 
@@ -150,6 +155,7 @@ type BackendStatus struct {
 	LastCheck          time.Time `json:"last_check,omitzero"`
 	LastError          string    `json:"last_error,omitempty"`
 	StateSince         time.Time `json:"state_since"`
+	BackendTraffic
 }
 
 // status returns b's snapshot; weight comes from the pool that holds b.

@@ -48,8 +48,9 @@ type Options struct {
 	AccessLog *slog.Logger
 	// AccessWriter, if set, takes the access log instead of AccessLog: the
 	// balancer writes each line itself, with one Write, as slog's
-	// TextHandler would (JSONHandler with AccessJSON), for a fraction of
-	// slog's cost per record. Writes come from many goroutines at once:
+	// TextHandler would (JSONHandler with AccessJSON), durations aside
+	// (seconds: see lineLog), for a fraction of slog's cost per record.
+	// Writes come from many goroutines at once:
 	// the writer must be safe for that, and keep each Write whole.
 	AccessWriter io.Writer
 	AccessJSON   bool
@@ -93,7 +94,8 @@ type Balancer struct {
 	// Counters for Metrics, each independent, hence atomics.
 	local     statusCounts // answers made without a backend
 	retries   atomic.Uint64
-	durations durationHistogram
+	durations durationHistogram // answers from backends (502 and 504 included)
+	stats     balancerStats     // the rest, and the samples (stats.go)
 }
 
 // New returns a balancer for cfg. It starts no goroutine: call
@@ -225,12 +227,7 @@ func (b *Balancer) finish(ex *exchange) {
 		ex.aborted(p)
 	}
 	status, dur := ex.status(), time.Since(ex.start)
-	if ex.cur >= 0 {
-		ex.backend().byStatus.add(status)
-	} else {
-		b.local.add(status)
-	}
-	b.durations.observe(dur)
+	b.record(ex, status, dur)
 	if ex.pool.cfg.AccessLog {
 		ex.logAccess(status, dur)
 	}
@@ -272,8 +269,10 @@ func (b *Balancer) WaitUpgrades(ctx context.Context) error {
 func (b *Balancer) Status() []BackendStatus {
 	p := b.pool.Load()
 	out := make([]BackendStatus, len(p.backends))
+	now := time.Now()
 	for i, be := range p.backends {
 		out[i] = be.status(p.weights[i])
+		out[i].BackendTraffic = be.stats.traffic(be, now)
 	}
 	return out
 }
@@ -298,6 +297,9 @@ type bodyReader struct {
 	// stalled is set when a read hit the deadline. Read by the handler
 	// goroutine after the client's reader has returned its error.
 	stalled atomic.Bool
+	// n counts the bytes read, for the stats and the access log: added to
+	// by the client's reader, read by the handler after end.
+	n atomic.Int64
 	// mu guards the fields below; cond, on mu, signals the end of a read.
 	mu      sync.Mutex
 	cond    sync.Cond
@@ -322,6 +324,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	b.reading, b.touched = true, true
 	b.mu.Unlock()
 	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
 	b.mu.Lock()
 	b.reading = false
 	switch {

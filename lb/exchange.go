@@ -1,11 +1,9 @@
 package lb
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -45,6 +43,7 @@ type exchange struct {
 	gone     bool        // the client went away
 	body     *bodyReader // the request body, when there is one
 	broken   bool        // the answer was cut off mid-body
+	stats    reqStats    // attempt timing for the stats and the access log (stats.go)
 	// scratch is the direct transport's memory for this request's response
 	// head; the reset between requests is fastHead's own.
 	scratch h1.Scratch
@@ -85,6 +84,7 @@ func (ex *exchange) reset() {
 	ex.fail, ex.failErr = failNone, nil
 	ex.upgraded, ex.gone, ex.broken, ex.badBody = false, false, false, false
 	ex.body, ex.upgrade = nil, nil
+	ex.stats = reqStats{}
 	ex.sink.msg = ""
 	// Let go of the connection and request the pooled scratch points to.
 	ex.scratch.Release()
@@ -158,11 +158,14 @@ func (ex *exchange) rewrite(pr *httputil.ProxyRequest) {
 // Transport: retrying here, below ReverseProxy, means the response is
 // written once, by ReverseProxy, from whichever attempt succeeded.
 func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
+	sent := ex.start // the first attempt's send time; a retry reads the clock
 	for {
 		be := ex.backend()
 		be.requests.Add(1)
+		ex.stats.sent = sent
 		resp, err := be.client.RoundTrip(req, ex.pool.timeouts, &ex.scratch)
 		if err == nil {
+			ex.stats.responded(sent, ex.pool.cfg.AccessLog)
 			if resp.StatusCode == http.StatusSwitchingProtocols {
 				ex.upgraded = true
 				ex.upgrade = resp.Body
@@ -198,7 +201,9 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 				"backend", be.name, "next", nb.name, "attempt", ex.attempts+1, "event", "retry")
 		}
 		ex.b.retries.Add(1)
+		be.stats.retries.Add(1)
 		ex.use(next)
+		sent = time.Now()
 		req = req.Clone(req.Context())
 		req.URL.Scheme, req.URL.Host = nb.URL.Scheme, nb.URL.Host
 	}
@@ -339,47 +344,6 @@ func (ex *exchange) status() int {
 		return http.StatusOK // the handler wrote nothing: net/http sends 200
 	}
 	return ex.rw.status
-}
-
-// logAccess writes the request's access-log line.
-func (ex *exchange) logAccess(status int, dur time.Duration) {
-	var buf [14]slog.Attr
-	attrs := append(buf[:0],
-		slog.String("method", ex.in.Method),
-		slog.String("path", ex.in.URL.Path),
-		slog.String("proto", ex.in.Proto),
-	)
-	if ex.in.TLS != nil {
-		attrs = append(attrs, slog.Bool("tls", true))
-	}
-	attrs = append(attrs,
-		slog.Int("status", status),
-		slog.Duration("dur", dur.Round(time.Microsecond)),
-		slog.Int64("bytes", ex.rw.bytes),
-	)
-	if ex.cur >= 0 {
-		attrs = append(attrs, slog.String("backend", ex.backend().name))
-	}
-	_, client, _ := ex.pool.cfg.TrustedProxies.ClientIP(ex.in)
-	attrs = append(attrs, slog.String("client", client))
-	if ex.adm.KeyKind != "" {
-		attrs = append(attrs, slog.String("key_kind", ex.adm.KeyKind))
-		if ex.adm.Key != "" {
-			attrs = append(attrs, slog.String("key", ex.adm.Key))
-		}
-		attrs = append(attrs, slog.Bool("limited", ex.adm.Limited))
-	}
-	if ex.attempts > 1 {
-		attrs = append(attrs, slog.Int("attempts", ex.attempts))
-	}
-	if ex.broken {
-		attrs = append(attrs, slog.Bool("aborted", true))
-	}
-	if ex.b.lines != nil {
-		ex.b.lines.log(time.Now(), "request", attrs)
-		return
-	}
-	ex.b.access.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }
 
 // recorder is the ResponseWriter ReverseProxy writes to: it notes the

@@ -29,26 +29,41 @@ func (c *statusCounts) snapshot() map[int]uint64 {
 	return m
 }
 
-// durationBounds are the upper bounds, in seconds, of the request duration
-// histogram: Prometheus's default buckets, which suit a proxy whose answers
-// range from sub-millisecond to the backend timeout.
-var durationBounds = [...]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+// durationBounds are the upper bounds of the request duration histograms,
+// in nanoseconds: the 1-2.5-5 steps of Prometheus's default buckets, from a
+// quarter of a millisecond (a backend on the same host) to the default
+// backend response timeout. The steps below 5 ms are what a proxy's
+// answers mostly take, and where the status page's quantiles need them.
+var durationBounds = [...]int64{
+	250e3, 500e3, 1e6, 2.5e6, 5e6, 10e6, 25e6, 50e6, 100e6, 250e6, 500e6,
+	1e9, 2.5e9, 5e9, 10e9, 30e9,
+}
+
+// nBuckets is the number of counters of a histogram: one per bound, and
+// one for what lies above every bound.
+const nBuckets = len(durationBounds) + 1
 
 // durationHistogram counts request durations in durationBounds buckets,
 // lock-free: one atomic add for the bucket, one for the sum.
 type durationHistogram struct {
-	counts [len(durationBounds) + 1]atomic.Uint64 // last: above every bound
+	counts [nBuckets]atomic.Uint64 // last: above every bound
 	sumNs  atomic.Uint64
 }
 
 func (h *durationHistogram) observe(d time.Duration) {
-	s := d.Seconds()
 	i := 0
-	for i < len(durationBounds) && s > durationBounds[i] {
+	for i < len(durationBounds) && int64(d) > durationBounds[i] {
 		i++
 	}
 	h.counts[i].Add(1)
 	h.sumNs.Add(uint64(max(d, 0)))
+}
+
+// load copies the per-bucket counts (not cumulative) into dst.
+func (h *durationHistogram) load(dst *[nBuckets]uint64) {
+	for i := range h.counts {
+		dst[i] = h.counts[i].Load()
+	}
 }
 
 // HistogramSnapshot is a histogram in Prometheus's terms: cumulative counts
@@ -61,7 +76,11 @@ type HistogramSnapshot struct {
 }
 
 func (h *durationHistogram) snapshot() HistogramSnapshot {
-	s := HistogramSnapshot{Bounds: append(durationBounds[:len(durationBounds):len(durationBounds)], math.Inf(1))}
+	s := HistogramSnapshot{Bounds: make([]float64, 0, nBuckets), Cumulative: make([]uint64, 0, nBuckets)}
+	for _, ns := range durationBounds {
+		s.Bounds = append(s.Bounds, float64(ns)/1e9)
+	}
+	s.Bounds = append(s.Bounds, math.Inf(1))
 	var total uint64
 	for i := range h.counts {
 		total += h.counts[i].Load()
@@ -80,7 +99,11 @@ type Metrics struct {
 	Local    map[int]uint64
 	Retries  uint64 // requests sent again to another backend
 	Upgrades int64  // upgraded connections open now
+	// Duration is the time from a request's arrival to the end of its
+	// answer, for requests that went to a backend (502 and 504 included);
+	// Refused is the same for the answers counted in Local.
 	Duration HistogramSnapshot
+	Refused  HistogramSnapshot
 }
 
 // BackendMetrics is one backend's share of Metrics.
@@ -93,6 +116,20 @@ type BackendMetrics struct {
 	ByStatus     map[int]uint64 // answers by status code; 499 when the client went away
 	ProbesPassed uint64
 	ProbesFailed uint64
+	// Duration is the time from sending a request to this backend (its
+	// last attempt, when there were retries) to the end of the answer.
+	Duration HistogramSnapshot
+	// BytesSent counts request body bytes forwarded to the backend;
+	// BytesReceived, response body bytes it sent that reached the client.
+	BytesSent, BytesReceived uint64
+	// Retries counts requests that failed here and were sent to another
+	// backend.
+	Retries uint64
+	// StateChanges counts the backend's moves between up and down;
+	// StateSince is when the last one happened, or when the backend joined
+	// the configuration if it never changed.
+	StateChanges uint64
+	StateSince   time.Time
 }
 
 // Metrics returns the counters of every backend in the configuration in
@@ -104,17 +141,25 @@ func (b *Balancer) Metrics() Metrics {
 		Retries:  b.retries.Load(),
 		Upgrades: b.upgrades.Load(),
 		Duration: b.durations.snapshot(),
+		Refused:  b.stats.refused.snapshot(),
 	}
 	for _, be := range p.backends {
+		s := &be.stats
 		m.Backends = append(m.Backends, BackendMetrics{
-			Name:         be.name,
-			URL:          be.URL.String(),
-			Healthy:      be.healthy.Load(),
-			InFlight:     be.inFlight.Load(),
-			Failures:     be.failures.Load(),
-			ByStatus:     be.byStatus.snapshot(),
-			ProbesPassed: be.probesPassed.Load(),
-			ProbesFailed: be.probesFailed.Load(),
+			Name:          be.name,
+			URL:           be.URL.String(),
+			Healthy:       be.healthy.Load(),
+			InFlight:      be.inFlight.Load(),
+			Failures:      be.failures.Load(),
+			ByStatus:      be.byStatus.snapshot(),
+			ProbesPassed:  be.probesPassed.Load(),
+			ProbesFailed:  be.probesFailed.Load(),
+			Duration:      s.latency.snapshot(),
+			BytesSent:     s.bytesSent.Load(),
+			BytesReceived: s.bytesReceived.Load(),
+			Retries:       s.retries.Load(),
+			StateChanges:  s.stateChanges.Load(),
+			StateSince:    be.stateSince(),
 		})
 	}
 	return m

@@ -30,8 +30,11 @@ func TestBalancer_MetricsCountAnswersByBackendAndStatus(t *testing.T) {
 		t.Fatalf("local answers %v, retries %d; want 503:1 and 1 retry", m.Local, m.Retries)
 	}
 	d := m.Duration
-	if d.Count != 4 || d.Cumulative[len(d.Cumulative)-1] != 4 || d.Sum <= 0 {
-		t.Fatalf("duration histogram = %+v, want 4 observations", d)
+	if d.Count != 3 || d.Cumulative[len(d.Cumulative)-1] != 3 || d.Sum <= 0 {
+		t.Fatalf("duration histogram = %+v, want the 3 proxied answers", d)
+	}
+	if r := m.Refused; r.Count != 1 || r.Cumulative[len(r.Cumulative)-1] != 1 {
+		t.Fatalf("refused histogram = %+v, want the 503", r)
 	}
 }
 

@@ -20,6 +20,10 @@ func TestBalancer_NamesBackendsAndARenameStartsAfresh(t *testing.T) {
 	if m := bal.Metrics(); m.Backends[0].Name != "web-1" || m.Backends[0].URL != a.String() {
 		t.Fatalf("metrics: %+v", m.Backends[0])
 	}
+	if h := bal.History(); h.Backends[0].Name != "web-1" || h.Backends[0].URL != a.String() || h.Backends[1].Name != b.String() {
+		t.Fatalf("history names %q %q, URL %q; want web-1 with its URL, and the URL where no name is given",
+			h.Backends[0].Name, h.Backends[1].Name, h.Backends[0].URL)
+	}
 
 	first := bal.pool.Load().backends[0]
 	first.requests.Add(7)

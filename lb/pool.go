@@ -38,6 +38,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// AccessLog turns on one log line per request.
 	AccessLog bool
+	// AccessLogOmitQuery leaves the query string out of access-log lines,
+	// for privacy: it may carry tokens or personal data.
+	AccessLogOmitQuery bool
 	// TrustedProxies are the peers whose X-Forwarded-* headers are believed.
 	TrustedProxies TrustedProxies
 }

@@ -2,13 +2,17 @@
 // backend, starts two backends, the balancer twice (plain, and with rate
 // limiting and access log on), and nginx and HAProxy when installed, all on
 // loopback ports it picks (with nginx, also the balancer and nginx over TLS
-// with one self-signed certificate: tls.go); loads each target in alternating rounds with the
-// bench/load generator; and prints one table, which it also appends to
-// bench/RESULTS.md. Every process it starts is stopped by process group on
-// exit, on error and on SIGINT/SIGTERM.
+// with one self-signed certificate: tls.go); loads each target in
+// alternating rounds with the bench/load generator; and prints one table.
+// It writes the table and an SVG bar chart of it to bench/out/ (not
+// tracked: a run changes no file of the repository); with -record it also
+// appends the table to bench/RESULTS.md and writes the chart to
+// bench/results.svg, which the documents embed. Every process it starts is
+// stopped by process group on exit, on error and on SIGINT/SIGTERM.
 //
 //	go run ./bench/suite                # from the module root
 //	go run ./bench/suite -rounds 3 -d 2s -keep
+//	go run ./bench/suite -record        # a run for the record
 package main
 
 import (
@@ -49,10 +53,10 @@ func main() {
 var errUsage = errors.New("usage")
 
 type options struct {
-	root, results  string
-	rounds, conns  int
-	dur, warmup    time.Duration
-	keep, noAppend bool
+	root, out, results, chart string
+	rounds, conns             int
+	dur, warmup               time.Duration
+	keep, record              bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -60,13 +64,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("suite", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.root, "root", ".", "module root: where `go build .` builds the balancer")
-	fs.StringVar(&o.results, "results", "bench/RESULTS.md", "file the table is appended to, relative to -root")
+	fs.StringVar(&o.out, "out", "bench/out", "directory each run's table and chart are written to, relative to -root")
+	fs.BoolVar(&o.record, "record", false, "also append the table to -results and write the chart to -chart")
+	fs.StringVar(&o.results, "results", "bench/RESULTS.md", "with -record: file the table is appended to, relative to -root")
+	fs.StringVar(&o.chart, "chart", "bench/results.svg", "with -record: file the chart is written to, relative to -root")
 	fs.IntVar(&o.rounds, "rounds", 5, "rounds; each loads every target once, in rotating order")
 	fs.IntVar(&o.conns, "c", 64, "connections")
 	fs.DurationVar(&o.dur, "d", 3*time.Second, "measured time per target per round")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "warm-up before each measured run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries, configs, logs)")
-	fs.BoolVar(&o.noAppend, "no-append", false, "print the table without appending it to -results")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || o.rounds < 1 || o.conns < 1 || o.dur <= 0 {
 		if err == nil {
 			fmt.Fprintln(stderr, "suite: want no arguments, -rounds >= 1, -c >= 1, -d > 0")
@@ -132,15 +138,37 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	table := renderTable(targets, notes)
 	fmt.Fprint(stdout, table)
-	if o.noAppend {
+	return keepResults(o, args, table, targets, time.Now().UTC(), stderr)
+}
+
+// keepResults writes the run's table and chart to o.out and, with
+// o.record, adds them to the record.
+func keepResults(o options, args []string, table string, targets []*target, when time.Time, stderr io.Writer) error {
+	cmdline := strings.TrimSpace("go run ./bench/suite " + strings.Join(args, " "))
+	section := formatSection(when, cmdline, o, table)
+	chart := renderChart(targets, chartSubtitle(when, o))
+	dir := filepath.Join(o.root, o.out)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	base := filepath.Join(dir, "bench-"+when.Format("20060102-150405"))
+	for _, f := range []struct{ path, data string }{{base + ".md", section}, {base + ".svg", chart}} {
+		if err := os.WriteFile(f.path, []byte(f.data), 0o644); err != nil {
+			return fmt.Errorf("results: %w", err)
+		}
+	}
+	fmt.Fprintf(stderr, "wrote %s.md and .svg\n", base)
+	if !o.record {
 		return nil
 	}
-	cmdline := strings.TrimSpace("go run ./bench/suite " + strings.Join(args, " "))
 	path := filepath.Join(o.root, o.results)
-	if err := appendResults(path, cmdline, o, table); err != nil {
+	if err := appendResults(path, section); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "appended to %s\n", path)
+	if err := os.WriteFile(filepath.Join(o.root, o.chart), []byte(chart), 0o644); err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	fmt.Fprintf(stderr, "recorded in %s and %s\n", path, o.chart)
 	return nil
 }
 

@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"encoding/xml"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -239,7 +243,8 @@ func TestAppendResults_HeaderOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "RESULTS.md")
 	o := options{rounds: 5, conns: 64, dur: 3 * time.Second, warmup: time.Second}
 	for i := range 2 {
-		if err := appendResults(path, "go run ./bench/suite", o, fmt.Sprintf("table %d\n", i)); err != nil {
+		section := formatSection(time.Now(), "go run ./bench/suite", o, fmt.Sprintf("table %d\n", i))
+		if err := appendResults(path, section); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -248,5 +253,124 @@ func TestAppendResults_HeaderOnce(t *testing.T) {
 	if strings.Count(s, "# make bench results") != 1 || strings.Count(s, "\n### ") != 2 ||
 		!strings.Contains(s, "table 0\n```") || !strings.Contains(s, "nproc ") {
 		t.Fatalf("RESULTS.md:\n%s", s)
+	}
+}
+
+// A run writes only under -out, which .gitignore keeps out of the
+// repository; -record adds it to RESULTS.md and the chart the documents
+// embed.
+func TestKeepResults_RecordsOnlyWhenAsked(t *testing.T) {
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil || o.record || o.out != "bench/out" {
+		t.Fatalf("defaults: %+v, %v; want no -record, -out bench/out", o, err)
+	}
+	ignore, err := os.ReadFile("../../.gitignore")
+	if err != nil || !strings.Contains(string(ignore), "/bench/out/") {
+		t.Fatalf(".gitignore does not keep bench/out out of the repository: %v", err)
+	}
+	root := t.TempDir()
+	o.root = root
+	targets := []*target{{name: "stdlb", rounds: []figures{{rps: 100, cpuPer1k: 50}}}}
+	when := time.Date(2026, 11, 30, 4, 5, 6, 0, time.UTC)
+	if err := keepResults(o, nil, "the table\n", targets, when, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if !d.IsDir() {
+			rel, _ := filepath.Rel(root, path)
+			files = append(files, rel)
+		}
+		return nil
+	})
+	if want := []string{"bench/out/bench-20261130-040506.md", "bench/out/bench-20261130-040506.svg"}; !slices.Equal(files, want) {
+		t.Fatalf("without -record wrote %v, want %v", files, want)
+	}
+
+	o.record = true
+	if err := keepResults(o, []string{"-record"}, "the table\n", targets, when.Add(time.Minute), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	results, err := os.ReadFile(filepath.Join(root, "bench/RESULTS.md"))
+	if err != nil || !strings.Contains(string(results), "`go run ./bench/suite -record`") || !strings.Contains(string(results), "the table\n```") {
+		t.Fatalf("RESULTS.md after -record: %q, %v", results, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "bench/results.svg")); err != nil {
+		t.Fatalf("no chart recorded: %v", err)
+	}
+}
+
+func TestRenderChart(t *testing.T) {
+	mk := func(name string, rps, cpu float64) *target {
+		return &target{name: name, rounds: []figures{{rps: rps, cpuPer1k: cpu}}}
+	}
+	targets := []*target{mk("direct (backend b1)", 40000, 25), mk("stdlb", 16000, 50), mk("<odd & name>", 20000, math.NaN())}
+	svg := renderChart(targets, "2026-11-30 · nproc 2")
+	// Well-formed XML, whose bars are as long as their values allow.
+	dec := xml.NewDecoder(strings.NewReader(svg))
+	var widths []float64
+	var names []string
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("not well-formed: %v\n%s", err, svg)
+		}
+		switch e := tok.(type) {
+		case xml.StartElement:
+			if e.Name.Local == "rect" && attr(e, "class") == "bar" {
+				w, _ := strconv.ParseFloat(attr(e, "width"), 64)
+				widths = append(widths, w)
+			}
+		case xml.CharData:
+			names = append(names, string(e))
+		}
+	}
+	// Throughput: 40000 is the longest bar; CPU: 50 is, and the target
+	// without a CPU figure has no bar.
+	want := []float64{barMax, barMax * 16000 / 40000, barMax * 20000 / 40000, barMax * 25 / 50, barMax}
+	if len(widths) != len(want) {
+		t.Fatalf("bar widths %v, want %v", widths, want)
+	}
+	for i := range want {
+		if math.Abs(widths[i]-want[i]) > 0.1 {
+			t.Errorf("bar %d width %v, want %v", i, widths[i], want[i])
+		}
+	}
+	for _, s := range []string{"<odd & name>", "40,000", "25.0 µs", "not measured", "2026-11-30 · nproc 2"} {
+		if !slices.Contains(names, s) {
+			t.Errorf("chart lacks the text %q", s)
+		}
+	}
+	if strings.Contains(svg, "<script") || strings.Contains(svg, "href") {
+		t.Error("chart refers to something outside itself")
+	}
+}
+
+func attr(e xml.StartElement, name string) string {
+	for _, a := range e.Attr {
+		if a.Name.Local == name {
+			return a.Value
+		}
+	}
+	return ""
+}
+
+// TestBarColor_OnlyTheBackendAloneIsGrey: the TLS rows are variants of
+// the balancer and of nginx, not references of their own.
+func TestBarColor_OnlyTheBackendAloneIsGrey(t *testing.T) {
+	const grey = "#9a9a9a"
+	for _, name := range []string{stdlbTLSName, nginxTLSName, "stdlb", "stdlb +ratelimit +accesslog", "nginx", "haproxy"} {
+		if barColor(name) == grey {
+			t.Errorf("%s is drawn grey, as the backend alone is", name)
+		}
+	}
+	if barColor("direct (backend b1)") != grey {
+		t.Error("the backend alone is not grey")
+	}
+	if barColor(nginxTLSName) == barColor("direct (backend b1)") || barColor(nginxTLSName) == barColor("nginx") {
+		t.Error("nginx +tls looks like another row")
 	}
 }

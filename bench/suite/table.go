@@ -156,13 +156,27 @@ func fmtRatio(v float64) string {
 
 const resultsHeader = `# make bench results
 
-Each section is one run of ` + "`make bench`" + ` (bench/suite), appended by the suite, newest
-last. Absolute figures depend on the machine; compare ratios within one run.
+Each section is one run of ` + "`make bench`" + ` (bench/suite) with -record, appended by the
+suite, newest last. Absolute figures depend on the machine; compare ratios within one run.
 `
 
-// appendResults appends the table to path with when, where and how it was
-// measured, creating the file with a header if absent.
-func appendResults(path, cmdline string, o options, table string) error {
+// formatSection is the table with when, where and how it was measured,
+// as a section of RESULTS.md.
+func formatSection(when time.Time, cmdline string, o options, table string) string {
+	return fmt.Sprintf("\n### %s · nproc %d · %s\n\n`%s` · %s %s/%s · %d connections, %d rounds × %v after %v warm-up\n\n```text\n%s```\n",
+		when.Format("2006-01-02 15:04 MST"), runtime.NumCPU(), cpuModel(),
+		cmdline, runtime.Version(), runtime.GOOS, runtime.GOARCH, o.conns, o.rounds, o.dur, o.warmup, table)
+}
+
+// chartSubtitle says how and where a run was measured, for its chart.
+func chartSubtitle(when time.Time, o options) string {
+	return fmt.Sprintf("%s · nproc %d · %s · %d connections · %d rounds of %v · %s",
+		when.Format("2006-01-02"), runtime.NumCPU(), cpuModel(), o.conns, o.rounds, o.dur, runtime.Version())
+}
+
+// appendResults appends a section to path, creating the file with a
+// header if absent.
+func appendResults(path, section string) error {
 	var head string
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		head = resultsHeader
@@ -171,9 +185,7 @@ func appendResults(path, cmdline string, o options, table string) error {
 	if err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
-	fmt.Fprintf(f, "%s\n### %s · nproc %d · %s\n\n`%s` · %s %s/%s · %d connections, %d rounds × %v after %v warm-up\n\n```text\n%s```\n",
-		head, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), cpuModel(),
-		cmdline, runtime.Version(), runtime.GOOS, runtime.GOARCH, o.conns, o.rounds, o.dur, o.warmup, table)
+	f.WriteString(head + section)
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
