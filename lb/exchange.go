@@ -163,7 +163,9 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 		be := ex.backend()
 		be.requests.Add(1)
 		ex.stats.sent = sent
-		resp, err := be.client.RoundTrip(req, ex.pool.timeouts, &ex.scratch)
+		t := ex.pool.timeouts
+		t.Start = sent // the response timeout counts from here, without another read of the clock
+		resp, err := be.client.RoundTrip(req, t, &ex.scratch)
 		if err == nil {
 			ex.stats.responded(sent, ex.pool.cfg.AccessLog)
 			if resp.StatusCode == http.StatusSwitchingProtocols {

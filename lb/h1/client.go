@@ -47,11 +47,13 @@ type Client struct {
 func NewClient(addr string) *Client { return &Client{addr: addr} }
 
 // Timeouts bound one request: Dial the connection (TLS handshake
-// included); Response the wait for the response head; ExpectContinue the
-// wait for a 100 Continue before the body is sent anyway (default 1s).
-// Zero Dial and Response mean none.
+// included); Response the wait for the response head, counted from Start
+// (zero: when RoundTrip begins; a caller that has just read the clock
+// saves a read); ExpectContinue the wait for a 100 Continue before the
+// body is sent anyway (default 1s). Zero Dial and Response mean none.
 type Timeouts struct {
 	Dial, Response, ExpectContinue time.Duration
+	Start                          time.Time
 }
 
 const (

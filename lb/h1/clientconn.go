@@ -31,6 +31,7 @@ type clientConn struct {
 	peek      *peeker   // made by quiet at the connection's first reuse
 
 	// Per request, owned by the goroutine that called RoundTrip.
+	hasWriter   bool // a body writer was started: the fields under mu are in use
 	reused      bool // taken from the idle pool
 	nothingRead bool // the request failed before any byte of answer
 	unsent      bool // the request had a body that was never sent: the backend may wait for it
@@ -86,9 +87,11 @@ func (e *bodyReadError) Unwrap() error { return e.err }
 func (c *clientConn) roundTrip(req *http.Request, t Timeouts, sc *Scratch) (*http.Response, error) {
 	c.nothingRead, c.unsent = false, false
 	c.bodyTaken.Store(false)
-	c.mu.Lock()
-	c.writing, c.writeErr, c.headSeen = false, nil, false
-	c.mu.Unlock()
+	if c.hasWriter {
+		// The last request's writer has returned (the connection was
+		// pooled only after it did): nothing else touches these now.
+		c.writing, c.writeErr, c.headSeen, c.hasWriter = false, nil, false, false
+	}
 
 	ctx := req.Context()
 	stop := context.AfterFunc(ctx, c.abort)
@@ -122,9 +125,11 @@ func (c *clientConn) roundTrip(req *http.Request, t Timeouts, sc *Scratch) (*htt
 		c.nc.Close()
 		return nil, ferr
 	}
-	c.mu.Lock()
-	c.headSeen = true
-	c.mu.Unlock()
+	if c.hasWriter {
+		c.mu.Lock()
+		c.headSeen = true
+		c.mu.Unlock()
+	}
 	c.nc.SetReadDeadline(time.Time{}) // bodies may take their time
 	if ctx.Err() != nil {
 		c.abort() // cancelled while the deadline was cleared: keep it cancelled
@@ -150,7 +155,11 @@ func (c *clientConn) roundTrip(req *http.Request, t Timeouts, sc *Scratch) (*htt
 func (c *clientConn) readAnswer(req *http.Request, body io.Reader, expect bool, t Timeouts, sc *Scratch) (*http.Response, parsedResponse, error) {
 	var deadline time.Time
 	if t.Response > 0 {
-		deadline = time.Now().Add(t.Response)
+		start := t.Start
+		if start.IsZero() {
+			start = time.Now()
+		}
+		deadline = start.Add(t.Response)
 	}
 	_, upgrade := req.Header["Upgrade"]
 	waiting := expect // for a 100 Continue
@@ -235,9 +244,12 @@ func (c *clientConn) readAnswer(req *http.Request, body io.Reader, expect bool, 
 
 // failure classifies why an exchange failed before its answer's head.
 func (c *clientConn) failure(ctx context.Context, err error, t Timeouts) *Error {
-	c.mu.Lock()
-	werr := c.writeErr
-	c.mu.Unlock()
+	var werr error
+	if c.hasWriter {
+		c.mu.Lock()
+		werr = c.writeErr
+		c.mu.Unlock()
+	}
 	if errors.Is(werr, net.ErrClosed) {
 		werr = nil // the writer met the close that followed the reader's failure: not a cause
 	}
@@ -362,6 +374,7 @@ var copyBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 // second writer on the same body, and the first then took its start.)
 func (c *clientConn) startWriter(body io.Reader, length int64) {
 	c.bodyTaken.Store(true)
+	c.hasWriter = true
 	c.mu.Lock()
 	c.writing = true
 	c.mu.Unlock()
@@ -431,6 +444,9 @@ func (c *clientConn) copyBody(body io.Reader, length int64, buf []byte) error {
 
 // writerDone reports whether no writer runs and none failed.
 func (c *clientConn) writerDone() bool {
+	if !c.hasWriter {
+		return true
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return !c.writing && c.writeErr == nil

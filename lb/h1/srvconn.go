@@ -81,8 +81,11 @@ type srvConn struct {
 
 	// outMu orders the bytes written to rwc outside the write buffer, a
 	// 100 Continue sent by whoever reads the body, with the final answer's
-	// head, which the handler's goroutine writes into the buffer.
+	// head, which the handler's goroutine writes into the buffer. It is
+	// taken only while expecting: a request whose client waits for 100
+	// Continue, the only one with a second writer.
 	outMu        sync.Mutex
+	expecting    bool // owned by the connection's goroutine, set before the handler runs
 	finalStarted bool // guarded by outMu: a 100 Continue would come too late
 
 	// watch fires watchHangUp when a request runs long; written under wmu
@@ -265,13 +268,13 @@ func (c *srvConn) serveRequest(p parsedRequest) int {
 		c.body = &srvBody{c: c, chunked: true, expect: p.expect}
 		c.body.ch = chunkedReader{br: c.br, trailerLimit: c.s.maxHeaderBytes()}
 	}
+	c.expecting = false
 	if c.body != nil {
 		req.Body = c.body
+		c.expecting = p.expect
+		c.finalStarted = false             // no other goroutine yet: the body has not been handed out
+		c.rwc.SetReadDeadline(time.Time{}) // the head's deadline is not the body's: its reader sets its own
 	}
-	c.outMu.Lock()
-	c.finalStarted = false
-	c.outMu.Unlock()
-	c.rwc.SetReadDeadline(time.Time{}) // the body's reader sets its own
 
 	w := newSrvResponse(c, req)
 	if d := c.s.hs.WriteTimeout; d > 0 {

@@ -59,19 +59,23 @@ func (w *srvResponse) WriteHeader(code int) {
 		if w.req.ProtoMinor == 0 {
 			return // RFC 9110 section 15.2: no 1xx to an HTTP/1.0 client
 		}
-		c.outMu.Lock()
+		if c.expecting {
+			c.outMu.Lock()
+			defer c.outMu.Unlock()
+		}
 		w.writeStatusLine(code)
 		w.writeFields(false, true)
 		c.bw.WriteString("\r\n")
 		if err := c.bw.Flush(); err != nil && w.err == nil {
 			w.err = err
 		}
-		c.outMu.Unlock()
 		return
 	}
-	c.outMu.Lock()
-	c.finalStarted = true // no 100 Continue after this
-	c.outMu.Unlock()
+	if c.expecting {
+		c.outMu.Lock()
+		c.finalStarted = true // no 100 Continue after this
+		c.outMu.Unlock()
+	}
 	w.status = code
 	w.writeStatusLine(code)
 	h := w.hdr

@@ -166,7 +166,7 @@ func parseLength(v string) int64 {
 func canonicalize(k []byte) bool {
 	upper := true
 	for i, c := range k {
-		if !isTokenByte(c) {
+		if !tokenBytes[c] {
 			return false
 		}
 		if upper && 'a' <= c && c <= 'z' {
@@ -181,13 +181,22 @@ func canonicalize(k []byte) bool {
 
 // isTokenByte reports whether c may appear in a token (RFC 9110 section
 // 5.6.2): a method, a field name, a transfer coding.
-func isTokenByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
+func isTokenByte(c byte) bool { return tokenBytes[c] }
+
+// tokenBytes is the set of token bytes, as a table: field names are
+// checked byte by byte on every request, both ways. Never modified.
+var tokenBytes = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
 	}
-	return c < 0x7f && c > ' ' && strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
 
 // isToken reports whether s is a non-empty token.
 func isToken(s string) bool {
@@ -195,7 +204,7 @@ func isToken(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if !isTokenByte(s[i]) {
+		if !tokenBytes[s[i]] {
 			return false
 		}
 	}
