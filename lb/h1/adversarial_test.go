@@ -101,6 +101,7 @@ func refusals() []frontShape {
 		{"Expect other than 100-continue", post + "Expect: 200-ok\r\nContent-Length: 5\r\n\r\nhello" + smuggle, 417},
 		{"more than 100 fields", "GET / HTTP/1.1\r\nHost: h\r\n" + strings.Repeat("X-A: b\r\n", 101) + "\r\n" + smuggle, 431},
 		{"a head over the limit", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("b", 1<<20+8192) + "\r\n\r\n" + smuggle, 431},
+		{"a request line over the limit", "GET /" + strings.Repeat("a", 1<<20+8192) + " HTTP/1.1\r\nHost: h\r\n\r\n" + smuggle, 414},
 		// Chunked bodies whose framing breaks: the handler sees an error and
 		// answers 400, and the rest of the connection is never read.
 		{"chunk size not hex", chunked + "zz\r\n" + smuggle, 400},

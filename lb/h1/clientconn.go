@@ -199,7 +199,7 @@ func (c *clientConn) readAnswer(req *http.Request, body io.Reader, expect bool, 
 		switch {
 		case err == errBareLF:
 			return nil, parsedResponse{}, protocolf("a head line that ends in a bare LF")
-		case err == errHeadTooLarge:
+		case err == errHeadTooLarge, err == errStartLineTooLarge:
 			return nil, parsedResponse{}, protocolf("a response head larger than 64 KiB")
 		case err == errEmptyLineFirst:
 			return nil, parsedResponse{}, protocolf("an empty line where the status line should be")

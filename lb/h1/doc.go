@@ -26,6 +26,7 @@
 //	     Content-Length, Transfer-Encoding on HTTP/1.0 or malformed, a
 //	     fragment or bad escape in the target, an HTTP/2 preface
 //	417  Expect other than 100-continue
+//	414  a request line alone over MaxHeaderBytes
 //	431  more than 100 fields, or a head over MaxHeaderBytes
 //	501  a transfer coding other than chunked alone; CONNECT
 //	505  an HTTP version other than 1.1 and 1.0

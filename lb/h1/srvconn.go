@@ -233,6 +233,8 @@ func (c *srvConn) readRequest(first bool) (parsedRequest, error) {
 	}
 	head, err := readHead(c.br, c.head, c.s.maxHeaderBytes(), true)
 	switch {
+	case err == errStartLineTooLarge:
+		return parsedRequest{}, refuse(414, "URI too long: the request line alone is over the head limit")
 	case err == errHeadTooLarge:
 		return parsedRequest{}, refuse(431, "request header fields too large")
 	case err == errBareLF:

@@ -19,8 +19,12 @@ import (
 // vector, so neither side here does.
 var errBareLF = errors.New("a line ends in a bare LF")
 
-// errHeadTooLarge is a head over the reader's limit.
-var errHeadTooLarge = errors.New("head too large")
+// errHeadTooLarge is a head over the reader's limit; errStartLineTooLarge
+// one whose start line alone is.
+var (
+	errHeadTooLarge      = errors.New("head too large")
+	errStartLineTooLarge = errors.New("start line too large")
+)
 
 // errEmptyLineFirst is a head that begins with an empty line where it may
 // not (an answer: a stray CRLF is bytes nobody asked for).
@@ -30,39 +34,46 @@ var errEmptyLineFirst = errors.New("a head begins with an empty line")
 // it: the start line, the field lines and the blank line, each ended by
 // CRLF. Before the start line it skips empty lines when skipEmpty (a
 // server must ignore at least one, RFC 9112 section 2.2). It refuses a
-// line ended by a bare LF and a head of more than limit bytes, and returns
-// br's error when the head breaks off.
+// line ended by a bare LF and a head of more than limit bytes
+// (errStartLineTooLarge when the start line alone is), and returns br's
+// error when the head breaks off.
+//
+// A line longer than br's buffer comes in pieces; where a line starts is
+// kept across them, so that a piece that is only the CRLF ending a long
+// line is never taken for the blank line that ends the head.
 func readHead(br *bufio.Reader, dst []byte, limit int, skipEmpty bool) ([]byte, error) {
 	dst = dst[:0]
-	total := 0
+	lineStart := 0
 	for {
-		line, err := br.ReadSlice('\n')
-		total += len(line)
-		if total > limit {
+		piece, err := br.ReadSlice('\n')
+		if len(dst)+len(piece) > limit {
+			if lineStart == 0 {
+				return nil, errStartLineTooLarge
+			}
 			return nil, errHeadTooLarge
 		}
+		dst = append(dst, piece...)
 		if err == bufio.ErrBufferFull {
-			dst = append(dst, line...)
-			continue
+			continue // the rest of this line is still to come
 		}
 		if err != nil {
 			return nil, err
 		}
-		lineStart := len(dst)
-		dst = append(dst, line...)
-		if len(dst)-lineStart < 2 || dst[len(dst)-2] != '\r' {
+		line := dst[lineStart:]
+		if len(line) < 2 || line[len(line)-2] != '\r' {
 			return nil, errBareLF
 		}
-		if len(dst)-lineStart == 2 { // an empty line
-			if lineStart == 0 {
-				if skipEmpty {
-					dst = dst[:0]
-					continue
-				}
+		if len(line) == 2 { // an empty line
+			if lineStart > 0 {
+				return dst, nil
+			}
+			if !skipEmpty {
 				return nil, errEmptyLineFirst
 			}
-			return dst, nil
+			dst = dst[:0]
+			continue
 		}
+		lineStart = len(dst)
 	}
 }
 
