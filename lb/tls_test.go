@@ -12,6 +12,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,4 +97,35 @@ var frontPaths = []struct {
 	{"front=http1", startBalancer},
 	{"front=tls-http1", func(t *testing.T, b *Balancer) *front { return startTLSBalancer(t, b, false) }},
 	{"front=tls-h2", func(t *testing.T, b *Balancer) *front { return startTLSBalancer(t, b, true) }},
+}
+
+// TestBalancer_HTTPSBackendConnectionsAreReused: requests to an https
+// backend go over TLS, and one quiet connection carries them one after
+// another (its session tickets do not make it look unquiet).
+func TestBalancer_HTTPSBackendConnectionsAreReused(t *testing.T) {
+	var mu sync.Mutex
+	peers := map[string]int{}
+	be := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		peers[r.RemoteAddr]++
+		mu.Unlock()
+		io.WriteString(w, "over tls")
+	}))
+	t.Cleanup(be.Close)
+	b := newBalancer(t, testConfig(t, be.URL), &logBuffer{})
+	roots := x509.NewCertPool()
+	roots.AddCert(be.Certificate())
+	b.pool.Load().backends[0].client.TLS = &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	f := startBalancer(t, b)
+	for i := range 5 {
+		resp, body := get(t, f.Client(), f.URL+"/x")
+		if resp.StatusCode != 200 || body != "over tls" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(peers) != 1 {
+		t.Fatalf("5 sequential requests came over %d backend connections, want 1: %v", len(peers), peers)
+	}
 }

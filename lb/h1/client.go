@@ -142,7 +142,7 @@ func (cl *Client) dial(ctx context.Context, timeout time.Duration) (net.Conn, er
 	if err != nil || cl.TLS == nil {
 		return nc, err
 	}
-	tc := tls.Client(nc, cl.TLS)
+	tc := tls.Client(&recordConn{Conn: nc}, cl.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return nil, &tlsError{err}

@@ -14,50 +14,40 @@ import (
 //
 // The check is one non-blocking peek of the socket (MSG_PEEK), a single
 // system call: cheaper than a goroutine parked on every idle connection,
-// as http.Transport keeps.
+// as http.Transport keeps. Over TLS, bytes may also wait inside tls.Conn:
+// decrypted data (a read with an expired deadline returns it) or part of a
+// record (recordConn says so); and any byte on the socket is taken as
+// unasked, even one that might only have been a late session ticket:
+// losing a connection is cheap, reading a stray answer is not.
 func (c *clientConn) quiet() bool {
-	tc, isTLS := c.nc.(*tls.Conn)
 	raw := c.nc
-	if isTLS {
-		raw = tc.NetConn()
-		// Bytes already decrypted and waiting inside tls.Conn: a read with
-		// an expired deadline returns them without touching the socket.
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		rc := tc.NetConn().(*recordConn)
+		if rc.partial() {
+			c.report("sent part of a TLS record on an idle connection, unasked", nil)
+			return false
+		}
 		var b [1]byte
 		tc.SetReadDeadline(aLongTimeAgo)
 		n, _ := tc.Read(b[:])
 		tc.SetReadDeadline(time.Time{})
-		if n > 0 {
+		if n > 0 || rc.partial() {
 			c.report("sent data on an idle connection, unasked", b[:n])
 			return false
 		}
+		raw = rc.Conn
 	}
 	if c.peek == nil {
 		c.peek = newPeeker(raw)
 	}
 	n, state := c.peek.look()
-	buf := c.peek.buf[:]
 	switch state {
 	case peekQuiet:
 		return true
-	case peekEOF, peekError:
-		return false
+	case peekData:
+		c.report(fmt.Sprintf("sent %d bytes on an idle connection, unasked", n), c.peek.buf[:n])
 	}
-	if !isTLS {
-		c.report(fmt.Sprintf("sent %d bytes on an idle connection, unasked", n), buf[:n])
-		return false
-	}
-	// Records came on an idle TLS connection. They may carry no data (a
-	// TLS 1.3 session ticket comes after the first answer): read them with
-	// a short deadline, and keep the connection only if no data came.
-	var b [1]byte
-	tc.SetReadDeadline(time.Now().Add(time.Millisecond))
-	m, err := tc.Read(b[:])
-	tc.SetReadDeadline(time.Time{})
-	if m > 0 {
-		c.report("sent data on an idle connection, unasked", b[:m])
-		return false
-	}
-	return isTimeout(err)
+	return false
 }
 
 // report tells the client's OnDiscard about unasked bytes.

@@ -120,7 +120,7 @@ func TestClient_PartialTLSRecordOnAnIdleConnectionIsNotQuiet(t *testing.T) {
 		if len(cl.idle.stack) != 1 {
 			return false
 		}
-		_, state := newPeeker(cl.idle.stack[0].nc.(*tls.Conn).NetConn()).look()
+		_, state := newPeeker(cl.idle.stack[0].nc.(*tls.Conn).NetConn().(*recordConn).Conn).look()
 		return state == peekData
 	})
 	go func() {
