@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -18,12 +19,15 @@ import (
 // are kept in *trailerTo (when set). Anything else is a framingError,
 // and the reader reports it again on every later call: the stream can no
 // longer be trusted to say where the body ends.
+//
+// A Read goes on through the chunks already buffered, so that a client
+// sending many small chunks at once costs one write onward, not one per
+// chunk; once it has data it never waits for more.
 type chunkedReader struct {
-	br      *bufio.Reader
-	left    int64 // data bytes left in the current chunk
-	inChunk bool  // the current chunk's data and CRLF are still to come
-	done    bool  // the last chunk and the trailer section were read
-	err     error
+	br    *bufio.Reader
+	state chunkState
+	left  int64 // chunkData: data bytes left in the current chunk
+	err   error
 	// trailerLimit bounds the trailer section's size.
 	trailerLimit int
 	// trailerTo, if set, receives the trailer fields that may be
@@ -31,6 +35,17 @@ type chunkedReader struct {
 	trailerTo *http.Header
 	scratch   []byte // the trailer section, parsed in place
 }
+
+// Where a chunkedReader is in the body.
+type chunkState uint8
+
+const (
+	chunkSize    chunkState = iota // a chunk-size line comes next
+	chunkData                      // left bytes of data
+	chunkCRLF                      // the CRLF after a chunk's data
+	chunkTrailer                   // the last chunk was read; the trailer section comes
+	chunkDone                      // all of it was read
+)
 
 // framingError is a body whose framing breaks the rules: what comes after
 // it cannot be found.
@@ -45,45 +60,61 @@ func framingf(format string, args ...any) error {
 // errIncomplete is a body cut off by the end of the connection.
 var errIncomplete = errors.New("the connection ended before the body did")
 
-func (r *chunkedReader) Read(p []byte) (int, error) {
-	if r.err != nil {
-		return 0, r.err
-	}
-	if r.done {
-		return 0, io.EOF
-	}
-	if !r.inChunk {
-		if err := r.readSize(); err != nil {
-			r.err = err
-			return 0, err
-		}
-		if r.done {
-			return 0, io.EOF
-		}
-	}
-	if len(p) == 0 {
+func (r *chunkedReader) Read(p []byte) (n int, err error) {
+	if len(p) == 0 && r.err == nil && r.state != chunkDone {
 		return 0, nil
 	}
-	if int64(len(p)) > r.left {
-		p = p[:r.left]
-	}
-	n, err := r.br.Read(p)
-	r.left -= int64(n)
-	if err != nil {
-		if err == io.EOF {
-			err = errIncomplete
+	for r.err == nil {
+		switch r.state {
+		case chunkDone:
+			return n, io.EOF
+		case chunkSize:
+			if n > 0 && !r.lineBuffered() {
+				return n, nil
+			}
+			r.err = r.readSize()
+		case chunkTrailer:
+			if n > 0 {
+				return n, nil // the trailer may still be on its way: next time
+			}
+			if r.err = r.readTrailer(); r.err == nil {
+				r.state = chunkDone
+			}
+		case chunkCRLF:
+			if n > 0 && r.br.Buffered() < 2 {
+				return n, nil
+			}
+			if r.err = r.readCRLF(); r.err == nil {
+				r.state = chunkSize
+			}
+		case chunkData:
+			if n == len(p) || n > 0 && r.br.Buffered() == 0 {
+				return n, nil
+			}
+			q := p[n:]
+			if int64(len(q)) > r.left {
+				q = q[:r.left]
+			}
+			m, rerr := r.br.Read(q)
+			n += m
+			r.left -= int64(m)
+			if rerr != nil {
+				if rerr == io.EOF {
+					rerr = errIncomplete
+				}
+				r.err = rerr
+			} else if r.left == 0 {
+				r.state = chunkCRLF
+			}
 		}
-		r.err = err
-		return n, err
 	}
-	if r.left == 0 {
-		if err := r.readCRLF(); err != nil {
-			r.err = err
-			return n, err
-		}
-		r.inChunk = false
-	}
-	return n, nil
+	return n, r.err
+}
+
+// lineBuffered reports whether a whole line waits in br.
+func (r *chunkedReader) lineBuffered() bool {
+	b, _ := r.br.Peek(r.br.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
 }
 
 // readCRLF consumes the CRLF that must follow a chunk's data.
@@ -138,13 +169,10 @@ func (r *chunkedReader) readSize() error {
 		return err
 	}
 	if size > 0 {
-		r.left, r.inChunk = int64(size), true
-		return nil
+		r.left, r.state = int64(size), chunkData
+	} else {
+		r.state = chunkTrailer
 	}
-	if err := r.readTrailer(); err != nil {
-		return err
-	}
-	r.done = true
 	return nil
 }
 

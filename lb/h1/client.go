@@ -73,9 +73,9 @@ const (
 func (cl *Client) RoundTrip(req *http.Request, t Timeouts, sc *Scratch) (*http.Response, error) {
 	// A connection from the idle pool may have been closed by the backend
 	// just as it was taken; that shows only when the request fails on it
-	// before a single byte of answer. When nothing of the request's body
-	// was taken, it is sent again on a fresh connection, as http.Transport
-	// does.
+	// before a single byte of answer. A request that may be sent twice
+	// (replayable), and of whose body nothing was taken, is sent again on a
+	// fresh connection, as http.Transport does.
 	fresh := false
 	for {
 		c, err := cl.conn(req.Context(), t.Dial, fresh)
@@ -86,11 +86,25 @@ func (cl *Client) RoundTrip(req *http.Request, t Timeouts, sc *Scratch) (*http.R
 		if err == nil {
 			return resp, nil
 		}
-		if fresh || !c.reused || !c.nothingRead || c.bodyTaken.Load() || req.Context().Err() != nil {
+		if fresh || !c.reused || !c.nothingRead || c.bodyTaken.Load() || !replayable(req) || req.Context().Err() != nil {
 			return nil, err
 		}
 		fresh = true
 	}
+}
+
+// replayable reports whether req may reach the backend twice: its method
+// is idempotent (RFC 9110 section 9.2.2), or it carries an idempotency key,
+// as http.Transport decides. The backend may have acted on a request whose
+// connection closed before an answer.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
 }
 
 // Close closes the idle connections and keeps none from now on: the

@@ -36,9 +36,11 @@ type clientConn struct {
 	nothingRead bool // the request failed before any byte of answer
 	unsent      bool // the request had a body that was never sent: the backend may wait for it
 
-	// bodyTaken is set by the body's writer before it first reads the
-	// request's body: from then on the request cannot be sent again.
-	bodyTaken atomic.Bool
+	// bodyTaken is set when the body's writer starts: from then on the
+	// request cannot be sent again. sentAll is set by the writer just
+	// before the flush of the body's last bytes: a backend that read them
+	// all and then hung up did so after the body, not during it.
+	bodyTaken, sentAll atomic.Bool
 
 	// The body writer's state, shared by the writer goroutine and the
 	// goroutine reading the answer; mu guards it.
@@ -87,6 +89,7 @@ func (e *bodyReadError) Unwrap() error { return e.err }
 func (c *clientConn) roundTrip(req *http.Request, t Timeouts, sc *Scratch) (*http.Response, error) {
 	c.nothingRead, c.unsent = false, false
 	c.bodyTaken.Store(false)
+	c.sentAll.Store(false)
 	if c.hasWriter {
 		// The last request's writer has returned (the connection was
 		// pooled only after it did): nothing else touches these now.
@@ -266,7 +269,7 @@ func (c *clientConn) failure(ctx context.Context, err error, t Timeouts) *Error 
 		return &Error{Kind: KindClosed, Reason: "answered 408 on an idle connection", Err: err}
 	case isTimeout(err):
 		return &Error{Kind: KindTimeout, Reason: fmt.Sprintf("sent no response head within %v", t.Response), Err: err}
-	case werr != nil || c.bodyTaken.Load() && !c.writerDone():
+	case werr != nil || c.bodyTaken.Load() && !c.sentAll.Load():
 		if werr != nil {
 			err = werr
 		}
@@ -416,6 +419,9 @@ func (c *clientConn) copyBody(body io.Reader, length int64, buf []byte) error {
 			if length > 0 {
 				_, werr = w.Write(p[:n])
 				left -= int64(n)
+				if left == 0 {
+					c.sentAll.Store(true)
+				}
 			} else {
 				werr = writeChunk(w, p[:n])
 			}
@@ -432,6 +438,7 @@ func (c *clientConn) copyBody(body io.Reader, length int64, buf []byte) error {
 		case rerr == io.EOF:
 			if length <= 0 {
 				w.WriteString("0\r\n\r\n") // request trailers are not forwarded
+				c.sentAll.Store(true)
 				return w.Flush()
 			}
 			return nil

@@ -74,7 +74,7 @@ type srvConn struct {
 	head     []byte  // scratch: the request head, field names canonicalised
 	fields   []field // scratch: the head's field positions
 	body     *srvBody
-	hijacked bool // the handler took the connection over
+	hijacked atomic.Bool // the handler took the connection over; read by the writer's methods from any goroutine
 
 	accepted int64        // UnixNano
 	state    atomic.Int32 // stateNew...: written here and by Shutdown/Close
@@ -285,12 +285,12 @@ func (c *srvConn) serveRequest(p parsedRequest) int {
 	c.arm()
 	ok := c.runHandler(w, req)
 	gone := c.disarm()
-	w.done = true
+	w.done.Store(true)
 	complete := true
 	if c.body != nil {
 		complete = c.body.finish()
 	}
-	if c.hijacked {
+	if c.hijacked.Load() {
 		return closeNot
 	}
 	if !ok {
@@ -472,7 +472,8 @@ func (c *srvConn) hijack() net.Conn {
 		}
 	}
 	c.wmu.Unlock()
-	c.hijacked = true
+	c.hijacked.Store(true)
+	c.s.untrack(c) // Shutdown does not wait for it, as http.Server's does not
 	c.rwc.SetDeadline(time.Time{})
 	buffered, _ := c.br.Peek(c.br.Buffered())
 	hc := &hijackedConn{Conn: c.rwc, buf: append(append([]byte(nil), buffered...), c.in.pending...)}

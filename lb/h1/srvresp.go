@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,9 +34,12 @@ type srvResponse struct {
 	closeAfter bool // the connection closes after this answer
 	empty      bool // finish writes the head: the body is empty
 	deadline   bool // a write deadline is set
-	done       bool // the handler returned: deadlines are the server's again
-	trailers   []string
-	err        error // the first write error: the client is gone
+	// done is set when the handler returns: from then on the writer
+	// refuses every call, so a goroutine the handler left behind (a bug)
+	// cannot write into the next answer. Atomic: that goroutine reads it.
+	done     atomic.Bool
+	trailers []string
+	err      error // the first write error: the client is gone
 }
 
 func newSrvResponse(c *srvConn, req *http.Request) *srvResponse {
@@ -51,7 +55,16 @@ func (w *srvResponse) WriteHeader(code int) {
 	if code < 100 || code > 999 {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code)) // as net/http
 	}
-	if w.status != 0 || w.c.hijacked {
+	if w.done.Load() {
+		return
+	}
+	w.writeHeader(code)
+}
+
+// writeHeader is WriteHeader for the server itself, also after the handler
+// has returned (finish).
+func (w *srvResponse) writeHeader(code int) {
+	if w.status != 0 || w.c.hijacked.Load() {
 		return
 	}
 	c := w.c
@@ -165,10 +178,13 @@ func (w *srvResponse) writeFields(keepCL, keepType bool) {
 
 // Write writes body bytes, chunked when no Content-Length was set.
 func (w *srvResponse) Write(p []byte) (int, error) {
+	if w.done.Load() {
+		return 0, errAfterHandler
+	}
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	if w.c.hijacked {
+	if w.c.hijacked.Load() {
 		return 0, http.ErrHijacked
 	}
 	if w.err != nil {
@@ -200,10 +216,13 @@ func (w *srvResponse) Write(p []byte) (int, error) {
 // FlushError sends what is buffered; ReverseProxy flushes streamed answers
 // through http.ResponseController.
 func (w *srvResponse) FlushError() error {
+	if w.done.Load() {
+		return errAfterHandler
+	}
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	if w.c.hijacked {
+	if w.c.hijacked.Load() {
 		return http.ErrHijacked
 	}
 	if w.err == nil {
@@ -217,7 +236,7 @@ func (w *srvResponse) Flush() { w.FlushError() }
 
 // SetWriteDeadline sets the connection's write deadline; finish clears it.
 func (w *srvResponse) SetWriteDeadline(t time.Time) error {
-	if w.done || w.c.hijacked {
+	if w.done.Load() || w.c.hijacked.Load() {
 		return errors.New("h1: SetWriteDeadline after the handler returned")
 	}
 	w.deadline = !t.IsZero()
@@ -227,11 +246,15 @@ func (w *srvResponse) SetWriteDeadline(t time.Time) error {
 // SetReadDeadline sets the deadline of reads of the request's body; the
 // next request sets its own.
 func (w *srvResponse) SetReadDeadline(t time.Time) error {
-	if w.done || w.c.hijacked {
+	if w.done.Load() || w.c.hijacked.Load() {
 		return errors.New("h1: SetReadDeadline after the handler returned")
 	}
 	return w.c.rwc.SetReadDeadline(t)
 }
+
+// errAfterHandler is what a ResponseWriter's methods return once its
+// handler has returned.
+var errAfterHandler = errors.New("h1: ResponseWriter used after its handler returned")
 
 // EnableFullDuplex is net/http's switch for reading the request's body
 // while the answer is written. This server always allows it.
@@ -242,7 +265,7 @@ func (w *srvResponse) EnableFullDuplex() error { return nil }
 // the answer's head, and the request must have no body left to read.
 func (w *srvResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	switch {
-	case w.c.hijacked:
+	case w.c.hijacked.Load():
 		return nil, nil, http.ErrHijacked
 	case w.status != 0:
 		return nil, nil, errors.New("h1: Hijack after the answer began")
@@ -262,7 +285,7 @@ func (w *srvResponse) finish() {
 	bw := w.c.bw
 	if w.status == 0 {
 		w.empty = true
-		w.WriteHeader(http.StatusOK)
+		w.writeHeader(http.StatusOK)
 	}
 	if w.chunked && w.err == nil {
 		bw.WriteString("0\r\n")
