@@ -1,12 +1,3 @@
-// Package lb is an HTTP load balancer: it picks a healthy backend for each
-// request with a pluggable policy, proxies the request with
-// httputil.ReverseProxy (requests without a body over its own keep-alive
-// HTTP/1.1 connections, the rest over one shared http.Transport), retries
-// on another backend when that is safe, checks backends' health actively
-// and passively, and logs what it did in words a person can act on.
-//
-// The HTTP/1.1 wire code it runs on, the front server and the backend
-// client, is package h1 beneath it.
 package lb
 
 import (

@@ -184,8 +184,8 @@ func TestBalancer_EarlyAnswerToAnUploadKeepsEveryClientsOwnAnswer(t *testing.T) 
 							code, got, err := upload(c, f.URL, id, body, tc.expect)
 							switch {
 							case err != nil:
-								// A connection the balancer closed under a client that was
-								// still sending can end so; an answer mixed up cannot.
+								// The balancer lingers after its early answer, so a client
+								// still sending its body reads the answer all the same.
 								failures.Add(1)
 							case code != http.StatusForbidden || got != "forbidden: "+id:
 								errs <- fmt.Errorf("%s got %d %q", id, code, got)
@@ -193,8 +193,8 @@ func TestBalancer_EarlyAnswerToAnUploadKeepsEveryClientsOwnAnswer(t *testing.T) 
 							// The same connection, when still open, must carry the next
 							// request as it was framed.
 							code, got, err = echoOnce(c, f.URL, id)
-							if err == nil && (code != 200 || got != "echo "+id) {
-								errs <- fmt.Errorf("echo after %s got %d %q", id, code, got)
+							if err != nil || code != 200 || got != "echo "+id {
+								errs <- fmt.Errorf("echo after %s got %d %q (%v)", id, code, got, err)
 							}
 						}
 					})
@@ -204,7 +204,7 @@ func TestBalancer_EarlyAnswerToAnUploadKeepsEveryClientsOwnAnswer(t *testing.T) 
 				for err := range errs {
 					t.Error(err)
 				}
-				if n := failures.Load(); n > 10 {
+				if n := failures.Load(); n != 0 {
 					t.Errorf("%d of 20 uploads got no answer at all", n)
 				}
 				if n := be.count("GET /smuggled"); n != 0 {

@@ -58,9 +58,9 @@ func refusals() []frontShape {
 		{"Content-Length empty", post + "Content-Length:\r\n\r\n" + smuggle, 400},
 		// Transfer-Encoding other than chunked alone (TE.TE obfuscations).
 		{"Transfer-Encoding gzip, chunked", post + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + smuggle, 501},
-		{"Transfer-Encoding chunked, identity", post + "Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + smuggle, 501},
-		{"Transfer-Encoding identity", post + "Transfer-Encoding: identity\r\n\r\n" + smuggle, 501},
-		{"Transfer-Encoding xchunked", post + "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" + smuggle, 501},
+		{"Transfer-Encoding chunked, identity", post + "Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + smuggle, 400},
+		{"Transfer-Encoding identity", post + "Transfer-Encoding: identity\r\n\r\n" + smuggle, 400},
+		{"Transfer-Encoding xchunked", post + "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" + smuggle, 400},
 		{"Transfer-Encoding twice", post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n" + smuggle, 400},
 		{"Transfer-Encoding with a trailing comma", post + "Transfer-Encoding: chunked,\r\n\r\n0\r\n\r\n" + smuggle, 400},
 		{"Transfer-Encoding quoted", post + "Transfer-Encoding: \"chunked\"\r\n\r\n0\r\n\r\n" + smuggle, 400},
@@ -277,6 +277,7 @@ func TestServer_TakesWhatIsPlainThoughOdd(t *testing.T) {
 			{"HTTP/1.0 keep-alive", "POST /p HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 33\r\n\r\n" + body, "/p", body},
 			{"Expect: 100-continue", post + "Expect: 100-continue\r\nContent-Length: 33\r\n\r\n" + body, "/p", body},
 			{"obs-text in a value", "GET /p HTTP/1.1\r\nHost: h\r\nX-Name: caf\xc3\xa9\r\n\r\n", "/p", ""},
+			{"raw UTF-8 in the target", "GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n", "/caf\xc3\xa9", ""},
 			{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "*", ""},
 		} {
 			t.Run(mode+"/"+tc.name, func(t *testing.T) {

@@ -209,7 +209,11 @@ func (c *clientConn) readAnswer(req *http.Request, body io.Reader, expect bool, 
 		case err != nil:
 			return nil, parsedResponse{}, err
 		}
-		sc.head = head
+		if cap(head) <= maxKeptHead {
+			sc.head = head
+		} else {
+			sc.head = nil // parseResponse copies what it keeps
+		}
 		p, err := parseResponse(head, req.Method, sc)
 		if err != nil {
 			return nil, p, err

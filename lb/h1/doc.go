@@ -9,8 +9,9 @@
 //
 // Plain, on the front. A request is served when its head is plain: a
 // request line "METHOD SP target SP HTTP/1.1" (or HTTP/1.0) with single
-// spaces, a token method and a target of visible ASCII that is a path
-// (no fragment), an absolute http(s) URL, or "*" for OPTIONS; field
+// spaces, a token method and a target without spaces or control bytes
+// that is a path (no fragment), an absolute http(s) URL, or "*" for
+// OPTIONS; field
 // lines "name: value" ending in CRLF, the name a token followed at once by
 // its colon, the value free of control bytes but HTAB; exactly one valid
 // Host on HTTP/1.1; and framing that cannot be read two ways: a
@@ -28,7 +29,8 @@
 //	417  Expect other than 100-continue
 //	414  a request line alone over MaxHeaderBytes
 //	431  more than 100 fields, or a head over MaxHeaderBytes
-//	501  a transfer coding other than chunked alone; CONNECT
+//	400  a Transfer-Encoding whose final coding is not chunked
+//	501  codings before a final chunked (gzip, chunked); CONNECT
 //	505  an HTTP version other than 1.1 and 1.0
 //
 // A chunked body is decoded strictly (see chunkedReader): a size of one

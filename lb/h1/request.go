@@ -79,8 +79,10 @@ func parseRequest(h []byte, fields []field, req *http.Request) (parsedRequest, [
 		return p, fields, refuse(400, "malformed request line: no HTTP version")
 	}
 	for _, c := range target {
-		if c <= ' ' || c >= 0x7f {
-			return p, fields, refuse(400, "the request target has a control, space or non-ASCII byte")
+		// Bytes of 0x80 and up are let through, as net/http and nginx do:
+		// clients send raw UTF-8 paths, and no parser reads them as framing.
+		if c <= ' ' || c == 0x7f {
+			return p, fields, refuse(400, "the request target has a control or space byte")
 		}
 	}
 	if string(method) == http.MethodConnect {
@@ -143,10 +145,13 @@ func parseRequest(h []byte, fields []field, req *http.Request) (parsedRequest, [
 	case codings == 1 && minor == 0:
 		return p, fields, refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
 	case codings == 1 && !asciiEqualFold(value(coding), "chunked"):
-		if isCodingList(value(coding)) {
+		// RFC 9112 section 6.3: when chunked is not the final coding the
+		// body's length cannot be known: 400. Codings before a final
+		// chunked are merely not supported: 501 (section 6.1).
+		if v := value(coding); isCodingList(v) && endsInChunked(v) {
 			return p, fields, refuse(501, "transfer coding not implemented: only chunked alone")
 		}
-		return p, fields, refuse(400, "malformed Transfer-Encoding")
+		return p, fields, refuse(400, "Transfer-Encoding whose final coding is not chunked")
 	case codings == 1:
 		p.body = chunkedBody
 	case lengths > 1:
@@ -292,6 +297,14 @@ func isCodingList(v string) bool {
 		}
 	}
 	return true
+}
+
+// endsInChunked reports whether the last coding of the list v is chunked.
+func endsInChunked(v string) bool {
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
+	return asciiEqualFold(trimOWS(v), "chunked")
 }
 
 func isDigit(c byte) bool    { return '0' <= c && c <= '9' }

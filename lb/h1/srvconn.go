@@ -34,15 +34,22 @@ const watchAfter = 50 * time.Millisecond
 // srvBufSize is the size of a connection's read and write buffers.
 const srvBufSize = 4096
 
+// maxKeptHead bounds the scratch a connection keeps for request heads
+// between requests (and a backend exchange for answer heads): a rare large
+// head does not make every idle connection hold its size.
+const maxKeptHead = 16 << 10
+
 // Lingering close: after an answer that ends a connection whose client
 // may still be sending (the rest of a body nobody read, a refused head),
-// the server stops writing, then reads and drops what comes for a while
-// before it closes. Closing at once with unread bytes makes the kernel
+// the server stops writing, then reads and drops what comes, until the
+// client closes or pauses for lingerIdle (at most lingerTotal and
+// lingerMax in all), before it closes. Closing at once with unread bytes makes the kernel
 // reset the connection, and a reset can destroy the answer before the
 // client reads it. nginx's lingering_close does the same.
 const (
-	lingerTimeout = 2 * time.Second // the longest wait for more bytes
-	lingerMax     = 1 << 20         // the most bytes dropped
+	lingerIdle  = 2 * time.Second  // the longest wait for more bytes
+	lingerTotal = 10 * time.Second // the longest linger in all
+	lingerMax   = 64 << 20         // the most bytes dropped
 )
 
 // errClientHungUp is the cause of a request context cancelled because the
@@ -242,11 +249,17 @@ func (c *srvConn) readRequest(first bool) (parsedRequest, error) {
 	case err != nil:
 		return parsedRequest{}, err
 	}
-	c.head = head
 	req := new(http.Request)
 	*req = *c.tmpl // the connection's context
 	p, fields, rerr := parseRequest(head, c.fields, req)
 	c.fields = fields
+	// The request's strings are a copy of the head: the scratch is kept
+	// for the next one, unless one large head made it large.
+	if cap(head) <= maxKeptHead {
+		c.head = head
+	} else {
+		c.head = nil
+	}
 	if rerr != nil {
 		return p, rerr
 	}
@@ -378,15 +391,26 @@ func (c *srvConn) refuse(re *requestError) {
 }
 
 // lingerClose stops writing, then drops what the client still sends for a
-// while (see lingerTimeout) before it closes the connection.
+// while (see lingerIdle) before it closes the connection.
 func (c *srvConn) lingerClose() {
 	defer c.rwc.Close()
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
 		return
 	}
-	end := time.Now().Add(lingerTimeout)
-	c.rwc.SetReadDeadline(end)
-	io.Copy(io.Discard, io.LimitReader(c.rwc, lingerMax))
+	end := time.Now().Add(lingerTotal)
+	buf := make([]byte, 32<<10)
+	for dropped := 0; dropped < lingerMax; {
+		deadline := time.Now().Add(lingerIdle)
+		if deadline.After(end) {
+			deadline = end
+		}
+		c.rwc.SetReadDeadline(deadline)
+		n, err := c.rwc.Read(buf)
+		dropped += n
+		if err != nil {
+			return // the client closed, or went quiet, or the time is up
+		}
+	}
 }
 
 // arm starts the timer that begins watching for a hang-up if the request
