@@ -193,15 +193,22 @@ func take(w *atomic.Uint64, p *params, now uint64) (ok bool, tokens uint64, foun
 		if s&live == 0 {
 			return false, 0, false
 		}
-		t := topUp(s, p, now)
-		if t < unitsPerToken {
-			return false, t, true
-		}
-		t -= unitsPerToken
-		if w.CompareAndSwap(s, pack(t, stamp(s, now))) {
-			return true, t, true
+		if ok, t, done := takeOnce(w, s, p, now); done {
+			return ok, t, true
 		}
 	}
+}
+
+// takeOnce is one attempt of take on w, read in the live state s. It
+// reports done false, and nothing else of use, when w changed since it was
+// read.
+func takeOnce(w *atomic.Uint64, s uint64, p *params, now uint64) (ok bool, tokens uint64, done bool) {
+	t := topUp(s, p, now)
+	if t < unitsPerToken {
+		return false, t, true
+	}
+	t -= unitsPerToken
+	return true, t, w.CompareAndSwap(s, pack(t, stamp(s, now)))
 }
 
 // refresh rewrites a live word as of tick now without changing its meaning:

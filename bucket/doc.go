@@ -87,12 +87,22 @@
 // buckets. The limiter logs when the table first fills, then at most once a
 // minute while new clients keep overflowing; never per request.
 //
-// Rejections are counted without a lock or a map: an exact count per
-// shard, and per table an eight-cell sketch (a Misra-Gries counter per cell,
-// cell chosen by the key's hash) from which Run logs one summary line a
-// minute naming the ten clients rejected most, API keys only as KeyTag. The
-// total is exact; a named client's count is a lower bound, exact when it
-// was the only client rejected in its cell.
+// # Counting decisions
+//
+// A request writes nothing shared but its own bucket, and a rejected one
+// not even that: the decision counters (Stats.Admitted, Stats.Rejected) and
+// the rejection sketches are striped over 64 tallies, each on cache lines
+// of its own, and a request writes the tally of the goroutine deciding it,
+// chosen by the address of its stack (tally.go; Go does not say which
+// processor a goroutine runs on). Two cores then share a counter's line
+// only when two of their goroutines share a stripe. The counts stay exact:
+// each stripe only ever adds, and Stats sums them. Per stripe and key kind,
+// a 16-cell sketch (a Misra-Gries counter per cell, cell chosen by the
+// key's hash) remembers the clients rejected most; Run logs one summary line
+// a minute naming the ten clients rejected most, API keys only as KeyTag,
+// a client rejected on several stripes once with the sum. The total is
+// exact; a named client's count is a lower bound, exact when it was the
+// only client rejected in its cells.
 //
 // # Measured
 //

@@ -78,7 +78,6 @@ type Limiter struct {
 	overflowed atomic.Uint64 // decisions made by over
 	reclaiming atomic.Bool   // one goroutine at a time evicts to make room
 	reclaimAt  atomic.Uint64 // where the next reclaim looks
-	rejOthers  atomic.Uint64 // rejections by the overflow bucket
 	over       bucket        // the shared bucket of clients that find the table full
 
 	// setMu serialises the writers of limits (SetDefault, SetOverrides,
@@ -91,20 +90,19 @@ type Limiter struct {
 	maintMu sync.Mutex
 	m       maint
 
-	shards [numShards]shard
+	shards  [numShards]shard
+	stripes [numStripes]stripe // the request counters (tally.go)
 }
 
 // shard is one mutex's worth of the table, padded to whole cache lines so
-// that neighbouring shards' counters do not share one.
+// that a writer taking one shard's mutex does not disturb the readers of its
+// neighbours' tables.
 type shard struct {
 	shardState
 	_ [(128 - unsafe.Sizeof(shardState{})%128) % 128]byte
 }
 
 type shardState struct {
-	admitted atomic.Uint64
-	rejected atomic.Uint64
-
 	// mu serialises the writers of the indexes: inserting, evicting,
 	// listing, rebuilding. Readers take no lock (see table.go).
 	mu  sync.Mutex
@@ -206,9 +204,6 @@ func (l *Limiter) Stats() Stats {
 		Evictions:  l.evictions.Load(),
 		Overflowed: l.overflowed.Load(),
 	}
-	for i := range l.shards {
-		s.Admitted += l.shards[i].admitted.Load()
-		s.Rejected += l.shards[i].rejected.Load()
-	}
+	s.Admitted, s.Rejected = l.decisions()
 	return s
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -229,72 +228,6 @@ func TestLimiter_RunReturnsWhenContextEnds(t *testing.T) {
 	cancel()
 	if err := l.Run(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
-	}
-}
-
-func TestLimiter_RejectionSummaryOncePerMinute(t *testing.T) {
-	l, logs := newLogged(Config{Default: Limits{Capacity: 1, RefillRate: 0.001}})
-	const secret = "sk-live-do-not-log-me"
-	for range 6 {
-		l.TakeKind(KeyAPI, secret)
-	}
-	for range 4 {
-		l.Allow("198.51.100.9")
-	}
-	ticks(l, int(l.minuteTicks)-1)
-	if got := logs.lines("rejections"); len(got) != 0 {
-		t.Fatalf("summary before the minute was up: %q", got)
-	}
-	l.Tick()
-	got := logs.lines("rejections")
-	if len(got) != 1 {
-		t.Fatalf("want one summary line, got %q", got)
-	}
-	for _, want := range []string{"rejected=8", "clients=2", "key:" + KeyTag(secret) + "=5", "ip:198.51.100.9=3"} {
-		if !strings.Contains(got[0], want) {
-			t.Errorf("summary %q lacks %q", got[0], want)
-		}
-	}
-	if strings.Contains(got[0], secret) {
-		t.Fatalf("summary logs the API key verbatim: %q", got[0])
-	}
-	ticks(l, int(l.minuteTicks))
-	if got := logs.lines("rejections"); len(got) != 1 {
-		t.Fatalf("a summary for a quiet minute: %q", got)
-	}
-}
-
-// TestLimiter_RejectionSummaryNamesTheHeavyClient: many clients rejected
-// once each and one rejected often; the summary's total is exact and it
-// names the heavy client first, though it keeps no table of all clients.
-func TestLimiter_RejectionSummaryNamesTheHeavyClient(t *testing.T) {
-	l, logs := newLogged(Config{Default: Limits{Capacity: 1, RefillRate: 0.001}})
-	heavy := netip.MustParseAddr("198.51.100.77")
-	l.AllowAddr(heavy)
-	for i := range 1500 {
-		k := fmt.Sprint("c", i)
-		l.TakeKind(KeyAPI, k)
-		l.TakeKind(KeyAPI, k) // rejected
-		l.AllowAddr(heavy)    // rejected
-	}
-	ticks(l, int(l.minuteTicks))
-	got := logs.lines("rejections")
-	if len(got) != 1 || !strings.Contains(got[0], "rejected=3000 ") || !strings.Contains(got[0], `top="ip:198.51.100.77=`) {
-		t.Fatalf("want 3000 rejections with 198.51.100.77 named first, got %q", got)
-	}
-	ticks(l, int(l.minuteTicks))
-	if got := logs.lines("rejections"); len(got) != 1 {
-		t.Fatalf("a summary for a quiet minute: %q", got)
-	}
-}
-
-func TestLimiter_StatsCounts(t *testing.T) {
-	l := New(Config{Default: Limits{Capacity: 2, RefillRate: 0.001}})
-	for range 5 {
-		l.Allow("c")
-	}
-	if s := l.Stats(); s.Admitted != 2 || s.Rejected != 3 || s.Clients != 1 {
-		t.Fatalf("Stats = %+v, want 2 admitted, 3 rejected, 1 client", s)
 	}
 }
 

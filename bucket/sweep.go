@@ -1,12 +1,8 @@
 package bucket
 
 import (
-	"cmp"
 	"context"
 	"log/slog"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -15,18 +11,17 @@ const (
 	maxCycleTicks = 1 << 16 // every slot is swept within this many ticks, so tick differences never wrap
 	maxCatchUp    = 16      // ticks one late ticker fire may make up for
 	reclaimProbe  = 64      // slots looked at for room when the table is full
-	summaryTop    = 10      // clients named in a summary line
 )
 
 // maint is the state of the maintenance loop, guarded by Limiter.maintMu.
 type maint struct {
-	shard, part, pos int    // where the sweep goes on: shard, index (ip, str[0], str[1]), slot
-	debt             uint64 // slots the sweep owes, in cycleTicks-ths of a slot
-	sinceSummary     uint64 // ticks since the last rejection summary
-	rejectedBefore   uint64 // Stats.Rejected at the last summary
-	ovLogged         bool   // the current table-full episode has been logged
-	ovLast           uint64 // tick of the last table-full log line
-	ovSeen           uint64 // overflowed at that line
+	shard, part, pos int                // where the sweep goes on: shard, index (ip, str[0], str[1]), slot
+	debt             uint64             // slots the sweep owes, in cycleTicks-ths of a slot
+	sinceSummary     uint64             // ticks since the last rejection summary
+	rejSeen          [numStripes]uint64 // each stripe's rejected count at the last summary
+	ovLogged         bool               // the current table-full episode has been logged
+	ovLast           uint64             // tick of the last table-full log line
+	ovSeen           uint64             // overflowed at that line
 }
 
 // Run refills the buckets every refill interval with the limiter's one
@@ -112,14 +107,17 @@ func (l *Limiter) sweep(budget, now uint64) {
 	for budget > 0 {
 		sh := &l.shards[m.shard]
 		sh.mu.Lock()
+		var next int
 		var done bool
 		switch m.part {
 		case 0:
-			done = sweepIndex(l, &sh.ip, &m.pos, &budget, now)
+			next, done = sweepIndex(l, &sh.ip, m.pos, budget, now)
 		default:
-			done = sweepIndex(l, &sh.str[m.part-1], &m.pos, &budget, now)
+			next, done = sweepIndex(l, &sh.str[m.part-1], m.pos, budget, now)
 		}
 		sh.mu.Unlock()
+		budget -= uint64(next - m.pos)
+		m.pos = next
 		if done {
 			m.pos = 0
 			if m.part++; m.part == 3 {
@@ -129,31 +127,42 @@ func (l *Limiter) sweep(budget, now uint64) {
 	}
 }
 
-// sweepIndex sweeps x's table from *pos, spending budget, and reports
-// whether it reached the end. Caller holds the shard's mutex.
-func sweepIndex[K comparable](l *Limiter, x *index[K], pos *int, budget *uint64, now uint64) bool {
-	t := x.tab.Load()
-	def := l.def.Load()
-	for ; *pos < len(t.slots) && *budget > 0; *pos, *budget = *pos+1, *budget-1 {
-		s := &t.slots[*pos]
+// sweepIndex sweeps x's table from slot from, at most budget slots, and
+// returns where it stopped and whether that is the table's end. It runs
+// every tick over a few hundred slots of a table too large for the caches,
+// so the common slot (empty, or in use within IdleTimeout) costs a load and
+// a comparison. Caller holds the shard's mutex.
+func sweepIndex[K comparable](l *Limiter, x *index[K], from int, budget, now uint64) (next int, done bool) {
+	slots := x.tab.Load().slots
+	end := len(slots)
+	if budget < uint64(end-from) {
+		end = from + int(budget)
+	}
+	def, idleTicks := l.def.Load(), l.idleTicks
+	for i := from; i < end; i++ {
+		s := &slots[i]
 		st := s.state.Load()
-		switch {
-		case st&live != 0:
-			idle := elapsed(st, now)
-			if idle >= l.idleTicks && topUp(st, def, now) == def.cap && s.state.CompareAndSwap(st, tomb) {
-				x.live--
-				l.clients.Add(-1)
-				l.evictions.Add(1)
-			} else if idle >= staleTicks {
-				refresh(&s.state, def, now)
+		if st&live == 0 {
+			if st == listed {
+				if b := (*x.listed.Load())[s.key]; b != nil && elapsed(b.state.Load(), now) >= staleTicks {
+					refresh(&b.state, b.p.Load(), now)
+				}
 			}
-		case st == listed:
-			if b := (*x.listed.Load())[s.key]; b != nil && elapsed(b.state.Load(), now) >= staleTicks {
-				refresh(&b.state, b.p.Load(), now)
-			}
+			continue
+		}
+		idle := elapsed(st, now)
+		if idle < idleTicks {
+			continue
+		}
+		if topUp(st, def, now) == def.cap && s.state.CompareAndSwap(st, tomb) {
+			x.live--
+			l.clients.Add(-1)
+			l.evictions.Add(1)
+		} else if idle >= staleTicks {
+			refresh(&s.state, def, now)
 		}
 	}
-	return *pos >= len(t.slots)
+	return end, end == len(slots)
 }
 
 // reclaim makes room in a full table by evicting one full bucket, idle or
@@ -229,60 +238,4 @@ func (l *Limiter) periodic(now, n uint64) []notice {
 		}
 	}
 	return notes
-}
-
-type rejEntry struct {
-	name string
-	n    uint64
-}
-
-// summarize empties the rejection sketches into one log line naming the
-// clients rejected most; API keys appear only as KeyTag. The total is
-// exact; the per-client counts are lower bounds (see rejSketch). Caller
-// holds maintMu.
-func (l *Limiter) summarize() (notice, bool) {
-	var total uint64
-	for i := range l.shards {
-		total += l.shards[i].rejected.Load()
-	}
-	total, l.m.rejectedBefore = total-l.m.rejectedBefore, total
-	var all []rejEntry
-	for i := range l.shards {
-		sh := &l.shards[i]
-		all = drainSketch(&sh.ip.rej, all, func(k addrKey) string { return "ip:" + k.text(l.v6bits) })
-		all = drainSketch(&sh.str[KeyIP].rej, all, func(k string) string { return "ip:" + k })
-		all = drainSketch(&sh.str[KeyAPI].rej, all, func(k string) string { return "key:" + KeyTag(k) })
-	}
-	l.rejOthers.Store(0)
-	if total == 0 {
-		return notice{}, false
-	}
-	slices.SortFunc(all, func(a, b rejEntry) int { return cmp.Compare(b.n, a.n) })
-	var named uint64
-	var top strings.Builder
-	for i, e := range all[:min(len(all), summaryTop)] {
-		if i > 0 {
-			top.WriteByte(' ')
-		}
-		top.WriteString(e.name + "=" + strconv.FormatUint(e.n, 10))
-		named += e.n
-	}
-	return notice{slog.LevelInfo, "rate limit: rejections", []slog.Attr{
-		slog.Duration("period", time.Duration(l.minuteTicks)*l.interval),
-		slog.Uint64("rejected", total),
-		slog.Int("clients", len(all)),
-		slog.String("top", top.String()),
-		slog.Uint64("others", total-min(named, total)),
-	}}, true
-}
-
-func drainSketch[K comparable](r *rejSketch[K], all []rejEntry, name func(K) string) []rejEntry {
-	for i := range r.cells {
-		c := &r.cells[i]
-		s := c.s.Swap(nil)
-		if n := c.n.Swap(0); s != nil && n > 0 {
-			all = append(all, rejEntry{name(s.key), n})
-		}
-	}
-	return all
 }

@@ -43,10 +43,32 @@ func (l *Limiter) TakeKind(kind KeyKind, key string) Decision {
 }
 
 func (l *Limiter) takeAddr(a netip.Addr) (bool, uint64, *params, bool) {
-	k := keyOf(a, l.v6bits)
+	var k addrKey
+	if a.Is4() {
+		k = key4(a)
+	} else {
+		k = keyOf6(a, l.v6bits)
+	}
 	h := hashAddr(l.aseed, k)
 	sh := &l.shards[h>>56]
-	return takeIn(l, sh, &sh.ip, h, k)
+	now := l.now.Load()
+	if s, st := sh.ip.tab.Load().find(h, k); st&live != 0 {
+		p := l.def.Load()
+		t := topUp(st, p, now)
+		tl := l.tally()
+		if t < unitsPerToken {
+			tl.rejected.Add(1)
+			tl.ip.note(h, s)
+			return false, t, p, false
+		}
+		t -= unitsPerToken
+		if s.state.CompareAndSwap(st, pack(t, stamp(st, now))) {
+			tl.admitted.Add(1)
+			return true, t, p, false
+		}
+	}
+	tl := l.tally()
+	return takeIn(l, sh, &sh.ip, h, k, tl, &tl.ip)
 }
 
 func (l *Limiter) takeKind(kind KeyKind, key string) (bool, uint64, *params, bool) {
@@ -57,13 +79,14 @@ func (l *Limiter) takeKind(kind KeyKind, key string) (bool, uint64, *params, boo
 	}
 	h := maphash.String(l.seed, key)
 	sh := &l.shards[h>>56]
-	return takeIn(l, sh, &sh.str[kind&1], h, key)
+	tl := l.tally()
+	return takeIn(l, sh, &sh.str[kind&1], h, key, tl, &tl.str[kind&1])
 }
 
 // takeIn takes a token for key from its bucket in x, which it finds without
 // a lock; a client not found there (new, or met while its slot changes) goes
-// to takeNew.
-func takeIn[K comparable](l *Limiter, sh *shard, x *index[K], h uint64, key K) (bool, uint64, *params, bool) {
+// to takeNew. The decision is counted in tl, a rejection also in rej.
+func takeIn[K comparable](l *Limiter, sh *shard, x *index[K], h uint64, key K, tl *tally, rej *rejSketch[K]) (bool, uint64, *params, bool) {
 	now := l.now.Load()
 	if s, st := x.tab.Load().find(h, key); s != nil {
 		var p *params
@@ -77,17 +100,12 @@ func takeIn[K comparable](l *Limiter, sh *shard, x *index[K], h uint64, key K) (
 		}
 		if w != nil {
 			if ok, t, found := take(w, p, now); found {
-				if ok {
-					sh.admitted.Add(1)
-				} else {
-					sh.rejected.Add(1)
-					x.rej.note(h, s)
-				}
+				count(tl, rej, ok, h, s)
 				return ok, t, p, false
 			}
 		}
 	}
-	return takeNew(l, sh, x, h, key, now)
+	return takeNew(l, sh, x, h, key, now, tl, rej)
 }
 
 // takeNew decides for a client that takeIn did not find: under the shard's
@@ -96,7 +114,7 @@ func takeIn[K comparable](l *Limiter, sh *shard, x *index[K], h uint64, key K) (
 // full bucket can be evicted, the client is decided by the shared overflow
 // bucket instead: new clients then share the default limits until room
 // comes back, while every known and every listed client keeps its own.
-func takeNew[K comparable](l *Limiter, sh *shard, x *index[K], h uint64, key K, now uint64) (bool, uint64, *params, bool) {
+func takeNew[K comparable](l *Limiter, sh *shard, x *index[K], h uint64, key K, now uint64, tl *tally, rej *rejSketch[K]) (bool, uint64, *params, bool) {
 	reserved := l.reserve() || l.reclaim(int(h>>56), now) && l.reserve()
 	sh.mu.Lock()
 	if s, st := x.tab.Load().find(h, key); s != nil {
@@ -112,12 +130,7 @@ func takeNew[K comparable](l *Limiter, sh *shard, x *index[K], h uint64, key K, 
 		if reserved {
 			l.clients.Add(-1)
 		}
-		if ok {
-			sh.admitted.Add(1)
-		} else {
-			sh.rejected.Add(1)
-			x.rej.note(h, s)
-		}
+		count(tl, rej, ok, h, s)
 		return ok, t, p, false
 	}
 	if !reserved {
@@ -125,19 +138,14 @@ func takeNew[K comparable](l *Limiter, sh *shard, x *index[K], h uint64, key K, 
 		p := l.def.Load()
 		ok, t, _ := take(&l.over.state, p, now)
 		l.overflowed.Add(1)
-		if ok {
-			sh.admitted.Add(1)
-		} else {
-			sh.rejected.Add(1)
-			l.rejOthers.Add(1)
-		}
+		count(tl, rej, ok, h, nil)
 		return ok, t, p, true
 	}
 	p := l.def.Load()
 	room(l, x).put(h, x.own(key), pack(p.cap-unitsPerToken, now))
 	x.live++
 	sh.mu.Unlock()
-	sh.admitted.Add(1)
+	tl.admitted.Add(1)
 	return true, p.cap - unitsPerToken, p, false
 }
 
