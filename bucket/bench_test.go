@@ -184,28 +184,44 @@ func BenchmarkAllow(b *testing.B) {
 
 // BenchmarkTick measures one ticker fire with a million tracked clients:
 // idle, and with 1% of them active since the last tick. The sweep is paced
-// to IdleTimeout (the default 10m here): each tick visits its share of the
-// slots, not a whole shard.
+// to IdleTimeout (the default 10m here): each tick passes over its share of
+// the slots, some 350. It reads them only in indexes where a bucket may be
+// due (sweep.go); idle clients are not, once a pass has read them, so the
+// first two cases measure the steady state. idle-clients=1M/read makes every
+// index due before each tick, so that the tick reads its 350 slots: the
+// first cycle after the clients came, or after new default limits.
 func BenchmarkTick(b *testing.B) {
-	for _, active := range []int{0, 10_000} {
-		name := "idle-clients=1M"
-		if active > 0 {
-			name = "clients=1M/active=1%"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		active int
+		read   bool
+	}{
+		{"idle-clients=1M", 0, false},
+		{"clients=1M/active=1%", 10_000, false},
+		{"idle-clients=1M/read", 0, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
 			const n = 1_000_000
-			// The slowest rate: buckets never fill again, so the sweep visits
-			// every one at the default pace and evicts none.
+			// The slowest rate: buckets never fill again, so the sweep
+			// evicts none and reads every one when its index is due.
 			l := New(Config{Default: Limits{Capacity: 10, RefillRate: 1e-5}})
 			for i := range n {
 				l.AllowAddr(addr(i))
 			}
+			// Their first IdleTimeout, then a cycle that reads every index:
+			// the sweep now knows when each will be due.
+			for range 2 * l.cycleTicks {
+				l.Tick()
+			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if active > 0 {
+				if tc.active > 0 || tc.read {
 					b.StopTimer()
-					for i := range active {
+					for i := range tc.active {
 						l.AllowAddr(addr(i))
+					}
+					if tc.read {
+						dueNow(l)
 					}
 					b.StartTimer()
 				}
@@ -216,6 +232,22 @@ func BenchmarkTick(b *testing.B) {
 				b.Fatalf("Clients = %d: the benchmark evicted what it meant to keep", got)
 			}
 		})
+	}
+}
+
+// dueNow makes the indexes the sweep will pass over next due, as new
+// default limits do.
+func dueNow(l *Limiter) {
+	l.maintMu.Lock()
+	next := l.m.shard
+	l.maintMu.Unlock()
+	for i := range 2 {
+		sh := &l.shards[(next+i)%numShards]
+		sh.mu.Lock()
+		sh.ip.expect(0)
+		sh.str[KeyIP].expect(0)
+		sh.str[KeyAPI].expect(0)
+		sh.mu.Unlock()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"sync/atomic"
 	"time"
 )
@@ -109,6 +110,7 @@ type params struct {
 	lim      Limits
 	cap      uint64        // capacity in units
 	inc      uint64        // refill per tick in units, 1 <= inc <= cap
+	incShift uint          // the least s with inc <= 1<<s: (cap-t)>>incShift ticks never overstate a refill
 	interval time.Duration // tick period
 	override bool          // a per-client override, not the default
 }
@@ -129,6 +131,7 @@ func newParams(lim Limits, interval time.Duration, override bool) *params {
 	default:
 		p.inc = uint64(math.Round(f))
 	}
+	p.incShift = uint(bits.Len64(p.inc - 1))
 	return p
 }
 

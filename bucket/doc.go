@@ -12,7 +12,8 @@
 // and takes a token, all in one CompareAndSwap. Three things follow:
 //
 //   - A tick touches no bucket to refill it, so it costs the same with ten
-//     clients or a million; it only sweeps one shard for eviction.
+//     clients or a million; it only passes over its share of the table for
+//     eviction, reading only the indexes where a bucket may be due.
 //   - Allow reads no clock. time.Now costs ~85 ns on this kind of machine,
 //     more than the whole of Allow here; the counter is one atomic load.
 //   - Check, refill and take are one atomic step: tokens never exceed
@@ -72,13 +73,27 @@
 //
 // # Eviction, the bound and the overflow bucket
 //
-// Each tick sweeps its share of all slots, so that every slot is visited
+// Each tick sweeps its share of all slots, so that every slot is passed
 // once per IdleTimeout (at most 2^16 ticks): at the defaults a million
-// clients in two million slots cost some 350 slots a tick. Buckets full and
+// clients in two million slots make some 350 slots a tick. Buckets full and
 // idle for IdleTimeout are evicted (between one and two IdleTimeouts after
 // their last use); buckets not written for 2^18 ticks are rewritten so that
 // tick differences never wrap. Evicting a full bucket loses nothing: a new
 // one for the same client starts full with the same limits.
+//
+// Reading those slots is what a tick costs: they are in a table too large
+// for the caches, some 4 µs for 350 of them. So each index (a shard's
+// table of one key kind) keeps a due tick, before which none of its buckets
+// can be evictable or stale, and the sweep passes over an index whose due
+// tick has not come at the same pace without reading it. A pass that reads
+// an index works its due out from the buckets it keeps: the tick each
+// becomes idle for IdleTimeout, or, when it is idle but not full, a lower
+// bound of the tick it is full again (one shift, no division), or stale.
+// Takes only move a bucket's due later; a writer that adds a bucket or
+// changes one otherwise (a new client, new limits, a listing, a rebuild)
+// lowers its index's due under the shard's mutex. Idle clients then cost a
+// tick almost nothing once a pass has read them, and a bucket due at tick E
+// is still read by E plus one cycle, as if every slot were read each time.
 //
 // The table never holds more than MaxClients unlisted buckets. A new
 // client that finds it full evicts any full bucket found among 64 slots;

@@ -73,11 +73,13 @@ func (l *Limiter) SetDefault(lim Limits) {
 	convert(&l.over.state, old, p, now)
 }
 
+// convertAll converts every live slot of x. Caller holds the shard's mutex.
 func convertAll[K comparable](x *index[K], from, to *params, now uint64) {
 	t := x.tab.Load()
 	for i := range t.slots {
 		convert(&t.slots[i].state, from, to, now)
 	}
+	x.expect(0) // buckets may be full sooner, or at once
 }
 
 // SetOverrides replaces the whole set of listed clients (at start and on
@@ -155,6 +157,7 @@ func listIn[K comparable](l *Limiter, sh *shard, x *index[K], h uint64, key K, p
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := l.now.Load()
+	x.expect(now) // whatever changes below, the next sweep reads the index
 	m := *x.listed.Load()
 	s, _ := x.tab.Load().find(h, key)
 	if b := m[key]; b != nil {

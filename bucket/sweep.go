@@ -3,6 +3,7 @@ package bucket
 import (
 	"context"
 	"log/slog"
+	"math"
 	"time"
 )
 
@@ -16,6 +17,8 @@ const (
 // maint is the state of the maintenance loop, guarded by Limiter.maintMu.
 type maint struct {
 	shard, part, pos int                // where the sweep goes on: shard, index (ip, str[0], str[1]), slot
+	skipped          bool               // the pass over this index left slots unread: its due tick had not come
+	passDue          uint64             // the least due of the buckets this pass has read
 	debt             uint64             // slots the sweep owes, in cycleTicks-ths of a slot
 	sinceSummary     uint64             // ticks since the last rejection summary
 	rejSeen          [numStripes]uint64 // each stripe's rejected count at the last summary
@@ -98,26 +101,26 @@ func (l *Limiter) advance(n uint64) {
 	}
 }
 
-// sweep visits budget slots from where the last sweep stopped, one shard's
-// mutex at a time: it evicts buckets full and idle for IdleTimeout and
-// rewrites those not written for staleTicks, so that no tick difference can
-// wrap. Caller holds maintMu.
+// sweep passes over budget slots from where the last sweep stopped, one
+// shard's mutex at a time: it evicts buckets full and idle for IdleTimeout
+// and rewrites those not written for staleTicks, so that no tick difference
+// can wrap. An index whose due tick has not come is passed over at the same
+// pace without reading a slot: with clients that are idle (not yet due for
+// eviction, or slowly refilling) a tick costs a few comparisons, not the
+// hundreds of cache misses of reading their slots. Caller holds maintMu.
 func (l *Limiter) sweep(budget, now uint64) {
 	m := &l.m
 	for budget > 0 {
 		sh := &l.shards[m.shard]
 		sh.mu.Lock()
-		var next int
 		var done bool
 		switch m.part {
 		case 0:
-			next, done = sweepIndex(l, &sh.ip, m.pos, budget, now)
+			done = sweepIndex(l, &sh.ip, &budget, now)
 		default:
-			next, done = sweepIndex(l, &sh.str[m.part-1], m.pos, budget, now)
+			done = sweepIndex(l, &sh.str[m.part-1], &budget, now)
 		}
 		sh.mu.Unlock()
-		budget -= uint64(next - m.pos)
-		m.pos = next
 		if done {
 			m.pos = 0
 			if m.part++; m.part == 3 {
@@ -127,42 +130,104 @@ func (l *Limiter) sweep(budget, now uint64) {
 	}
 }
 
-// sweepIndex sweeps x's table from slot from, at most budget slots, and
-// returns where it stopped and whether that is the table's end. It runs
-// every tick over a few hundred slots of a table too large for the caches,
-// so the common slot (empty, or in use within IdleTimeout) costs a load and
-// a comparison. Caller holds the shard's mutex.
-func sweepIndex[K comparable](l *Limiter, x *index[K], from int, budget, now uint64) (next int, done bool) {
+// never is a due tick that never comes.
+const never = math.MaxUint64
+
+// sweepIndex goes on with the pass over x from slot m.pos, spending at most
+// *budget slots, and reports whether the pass reached the end of the table.
+// While x's due tick has not come its slots are passed over unread. A pass
+// that reads them works out, from each bucket it keeps, a tick before which
+// that bucket cannot need the sweep; one that read the whole table leaves
+// the least of them, or of the ticks writers announced meanwhile, as x's
+// due. Since the pace is the same whether slots are read or not, a bucket
+// due at tick E is read by E plus one cycle, as if every slot were read.
+// Caller holds the shard's mutex.
+func sweepIndex[K comparable](l *Limiter, x *index[K], budget *uint64, now uint64) bool {
+	m := &l.m
 	slots := x.tab.Load().slots
-	end := len(slots)
-	if budget < uint64(end-from) {
-		end = from + int(budget)
+	if m.pos == 0 {
+		m.skipped, m.passDue, x.lowered = false, never, never
 	}
+	end := len(slots)
+	if m.pos < end && *budget < uint64(end-m.pos) {
+		end = m.pos + int(*budget)
+	}
+	if m.pos < end {
+		*budget -= uint64(end - m.pos)
+		if x.due > now {
+			m.skipped = true
+		} else {
+			m.passDue = min(m.passDue, sweepSlots(l, x, slots[m.pos:end], now))
+		}
+		m.pos = end
+	}
+	if m.pos < len(slots) {
+		return false
+	}
+	if m.skipped { // the unread slots keep the bound they had
+		x.due = min(x.due, m.passDue)
+	} else {
+		x.due = min(m.passDue, x.lowered)
+	}
+	return true
+}
+
+// sweepSlots sweeps slots, a part of x's table, and returns the least tick at
+// which one of the buckets it keeps may need the sweep again: when it can
+// be idle for IdleTimeout and full (a lower bound), or stale. Caller holds
+// the shard's mutex.
+func sweepSlots[K comparable](l *Limiter, x *index[K], slots []slot[K], now uint64) uint64 {
 	def, idleTicks := l.def.Load(), l.idleTicks
-	for i := from; i < end; i++ {
+	due := uint64(never)
+	for i := range slots {
 		s := &slots[i]
 		st := s.state.Load()
 		if st&live == 0 {
 			if st == listed {
-				if b := (*x.listed.Load())[s.key]; b != nil && elapsed(b.state.Load(), now) >= staleTicks {
-					refresh(&b.state, b.p.Load(), now)
-				}
+				due = min(due, sweepListed(x, s.key, now))
 			}
 			continue
 		}
 		idle := elapsed(st, now)
 		if idle < idleTicks {
+			due = min(due, now-idle+idleTicks)
 			continue
 		}
-		if topUp(st, def, now) == def.cap && s.state.CompareAndSwap(st, tomb) {
+		switch t := topUp(st, def, now); {
+		case t == def.cap && s.state.CompareAndSwap(st, tomb):
 			x.live--
 			l.clients.Add(-1)
 			l.evictions.Add(1)
-		} else if idle >= staleTicks {
+		case t == def.cap: // taken from meanwhile
+			due = now
+		case idle >= staleTicks:
 			refresh(&s.state, def, now)
+			due = min(due, now+idleTicks)
+		default: // idle but not full: not before it can be
+			due = min(due, now-idle+staleTicks, now+(def.cap-t)>>def.incShift)
 		}
 	}
-	return end, end == len(slots)
+	return due
+}
+
+// sweepListed rewrites the bucket of listed client key when it is stale and
+// returns the tick at which it will be stale again. Listed buckets are never
+// evicted. Caller holds the shard's mutex.
+func sweepListed[K comparable](x *index[K], key K, now uint64) uint64 {
+	b := (*x.listed.Load())[key]
+	if b == nil {
+		return now
+	}
+	bs := b.state.Load()
+	if bs&live == 0 {
+		return now
+	}
+	idle := elapsed(bs, now)
+	if idle >= staleTicks {
+		refresh(&b.state, b.p.Load(), now)
+		return now + staleTicks
+	}
+	return now - idle + staleTicks
 }
 
 // reclaim makes room in a full table by evicting one full bucket, idle or

@@ -91,6 +91,21 @@ type index[K comparable] struct {
 	live   int                           // slots holding a live or listed state; guarded by the mutex
 	hash   func(K) uint64
 	own    func(K) K // a copy the table may keep: string keys point into request buffers
+
+	// due and lowered are guarded by the mutex and kept by the sweep
+	// (sweep.go): before tick due no bucket of the index can be evictable
+	// or stale, so the sweep passes over it without reading a slot;
+	// lowered is the lowest due a writer announced since the sweep last
+	// began to read the index.
+	due, lowered uint64
+}
+
+// expect announces that a bucket of x may need the sweep from tick d on:
+// a writer that adds a bucket, or changes one other than by a take, calls
+// it. (A take only makes its bucket's due later.) Caller holds the mutex.
+func (x *index[K]) expect(d uint64) {
+	x.due = min(x.due, d)
+	x.lowered = min(x.lowered, d)
 }
 
 func (x *index[K]) init(hash func(K) uint64, own func(K) K) {
@@ -134,6 +149,7 @@ func (x *index[K]) rebuild(size int) *table[K] {
 		}
 	}
 	x.tab.Store(t)
+	x.expect(0) // a sweep reading the old table may have missed slots
 	return t
 }
 

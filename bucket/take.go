@@ -144,6 +144,7 @@ func takeNew[K comparable](l *Limiter, sh *shard, x *index[K], h uint64, key K, 
 	p := l.def.Load()
 	room(l, x).put(h, x.own(key), pack(p.cap-unitsPerToken, now))
 	x.live++
+	x.expect(now + l.idleTicks)
 	sh.mu.Unlock()
 	tl.admitted.Add(1)
 	return true, p.cap - unitsPerToken, p, false
