@@ -96,7 +96,7 @@ const unitsPerToken = 1_000_000
 // bucket is therefore one CompareAndSwap away from any update, and tick
 // differences are taken modulo 1<<tickBits: the limiter's sweep rewrites
 // every bucket older than staleTicks long before the difference could wrap
-// (see Limiter.sweepShard), so an ancient bucket still tops up to full.
+// (see Limiter.sweep), so an ancient bucket still tops up to full.
 const (
 	tickBits   = 20
 	tickMask   = 1<<tickBits - 1
