@@ -4,13 +4,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // key16 returns a distinct 16-byte key for i, like a hex request ID or an
@@ -43,8 +40,23 @@ func addr(i int) netip.Addr {
 var huge = Limits{Capacity: MaxCapacity, RefillRate: 1e9}
 
 // BenchmarkAllow measures one admission decision as the Gate makes it (an
-// address already parsed): a known client, one goroutine and two; a new
-// client; a refused one; an API key.
+// address already parsed): a known client, one goroutine and several; a new
+// client; a refused one; an API key; a listed client.
+//
+// The parallel cases answer different questions. hot-key/parallel admits
+// every request, so every request writes the one bucket's cache line and
+// the cores take turns at it: it is bound by that line, whatever the
+// limiter does around it. rejected/parallel is one client over its limit
+// from every core, the attack: its bucket is only read, so nothing but the
+// limiter's own bookkeeping could make the cores wait for each other.
+// 10k-keys/parallel has every goroutine walk all the clients, so that each
+// bucket is written from every core in turn and each admitted request pulls
+// its bucket's line from the other core. 10k-keys/sticky/parallel gives each
+// goroutine clients of its own, as a connection's goroutine serves its
+// client; neighbouring slots (2.7 to a 64-byte line) still belong to clients
+// of other goroutines. 10k-keys/own-shards/parallel gives each goroutine the
+// clients of its own shards, so that no line of the table is written from
+// two cores: only the limiter's own shared state could make them wait.
 func BenchmarkAllow(b *testing.B) {
 	hot := netip.MustParseAddr("203.0.113.7")
 	b.Run("hot-key", func(b *testing.B) {
@@ -69,13 +81,17 @@ func BenchmarkAllow(b *testing.B) {
 			}
 		})
 	})
-	b.Run("10k-keys/parallel", func(b *testing.B) {
+	tenK := func() (*Limiter, []netip.Addr) {
 		l := New(Config{Default: huge})
 		as := make([]netip.Addr, 10_000)
 		for i := range as {
 			as[i] = addr(i)
 			l.AllowAddr(as[i])
 		}
+		return l, as
+	}
+	b.Run("10k-keys/parallel", func(b *testing.B) {
+		l, as := tenK()
 		var seq atomic.Int64
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
@@ -85,6 +101,49 @@ func BenchmarkAllow(b *testing.B) {
 					l.Tick()
 				}
 				i++
+			}
+		})
+	})
+	b.Run("10k-keys/sticky/parallel", func(b *testing.B) {
+		l, as := tenK()
+		var seq atomic.Int64
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			// RunParallel starts GOMAXPROCS goroutines: goroutine g takes
+			// the keys g, g+n, g+2n, ... of n = GOMAXPROCS, in turn.
+			n := runtime.GOMAXPROCS(0)
+			g := int(seq.Add(1)-1) % n
+			i := g
+			for pb.Next() {
+				if !l.AllowAddr(as[i]) {
+					l.Tick()
+				}
+				if i += n; i >= len(as) {
+					i = g
+				}
+			}
+		})
+	})
+	b.Run("10k-keys/own-shards/parallel", func(b *testing.B) {
+		l, as := tenK()
+		n := runtime.GOMAXPROCS(0)
+		mine := make([][]netip.Addr, n) // by shard, modulo n
+		for _, a := range as {
+			s := int(hashAddr(l.aseed, keyOf(a, l.v6bits)) >> 56)
+			mine[s%n] = append(mine[s%n], a)
+		}
+		var seq atomic.Int64
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			as := mine[int(seq.Add(1)-1)%n]
+			i := 0
+			for pb.Next() {
+				if !l.AllowAddr(as[i]) {
+					l.Tick()
+				}
+				if i++; i == len(as) {
+					i = 0
+				}
 			}
 		})
 	})
@@ -148,28 +207,44 @@ func BenchmarkAllow(b *testing.B) {
 
 // BenchmarkTick measures one ticker fire with a million tracked clients:
 // idle, and with 1% of them active since the last tick. The sweep is paced
-// to IdleTimeout (the default 10m here): each tick visits its share of the
-// slots, not a whole shard.
+// to IdleTimeout (the default 10m here): each tick passes over its share of
+// the slots, some 350. It reads them only in indexes where a bucket may be
+// due (sweep.go); idle clients are not, once a pass has read them, so the
+// first two cases measure the steady state. idle-clients=1M/read makes every
+// index due before each tick, so that the tick reads its 350 slots: the
+// first cycle after the clients came, or after new default limits.
 func BenchmarkTick(b *testing.B) {
-	for _, active := range []int{0, 10_000} {
-		name := "idle-clients=1M"
-		if active > 0 {
-			name = "clients=1M/active=1%"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		active int
+		read   bool
+	}{
+		{"idle-clients=1M", 0, false},
+		{"clients=1M/active=1%", 10_000, false},
+		{"idle-clients=1M/read", 0, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
 			const n = 1_000_000
-			// The slowest rate: buckets never fill again, so the sweep visits
-			// every one at the default pace and evicts none.
+			// The slowest rate: buckets never fill again, so the sweep
+			// evicts none and reads every one when its index is due.
 			l := New(Config{Default: Limits{Capacity: 10, RefillRate: 1e-5}})
 			for i := range n {
 				l.AllowAddr(addr(i))
 			}
+			// Their first IdleTimeout, then a cycle that reads every index:
+			// the sweep now knows when each will be due.
+			for range 2 * l.cycleTicks {
+				l.Tick()
+			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if active > 0 {
+				if tc.active > 0 || tc.read {
 					b.StopTimer()
-					for i := range active {
+					for i := range tc.active {
 						l.AllowAddr(addr(i))
+					}
+					if tc.read {
+						dueNow(l)
 					}
 					b.StartTimer()
 				}
@@ -180,6 +255,22 @@ func BenchmarkTick(b *testing.B) {
 				b.Fatalf("Clients = %d: the benchmark evicted what it meant to keep", got)
 			}
 		})
+	}
+}
+
+// dueNow makes the indexes the sweep will pass over next due, as new
+// default limits do.
+func dueNow(l *Limiter) {
+	l.maintMu.Lock()
+	next := l.m.shard
+	l.maintMu.Unlock()
+	for i := range 2 {
+		sh := &l.shards[(next+i)%numShards]
+		sh.mu.Lock()
+		sh.ip.expect(0)
+		sh.str[KeyIP].expect(0)
+		sh.str[KeyAPI].expect(0)
+		sh.mu.Unlock()
 	}
 }
 
@@ -278,55 +369,3 @@ type discardWriter struct{ h http.Header }
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(int)             {}
-
-// BenchmarkStore measures a durable change at 100k listed clients: a PUT
-// (one fsynced log line, and the limiter's listing) and, for comparison,
-// the whole-file write every PUT paid before the change log (now the
-// background compaction). The files are in the test's temporary
-// directory: set TMPDIR to measure another disk.
-func BenchmarkStore(b *testing.B) {
-	const n = 100_000
-	set := make(map[string]Limits, n)
-	for i := range n {
-		set[key16(i)] = Limits{Capacity: int64(i%100 + 1), RefillRate: 1}
-	}
-	open := func(b *testing.B) *Store {
-		s, err := OpenStore(filepath.Join(b.TempDir(), "clients.json"), newStoreLimiter())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := s.Replace(set); err != nil {
-			b.Fatal(err)
-		}
-		return s
-	}
-	b.Run("put/listed=100k", func(b *testing.B) {
-		s := open(b)
-		var took []time.Duration
-		b.ReportAllocs()
-		for b.Loop() {
-			start := time.Now()
-			if _, err := s.Put(key16(len(took)%n), Limits{Capacity: int64(len(took)%50 + 1), RefillRate: 2}); err != nil {
-				b.Fatal(err)
-			}
-			took = append(took, time.Since(start))
-		}
-		slices.Sort(took)
-		b.ReportMetric(float64(took[len(took)/2]), "ns/median")
-		b.ReportMetric(float64(took[len(took)*99/100]), "ns/p99")
-	})
-	b.Run("compact/listed=100k", func(b *testing.B) {
-		s := open(b)
-		i := 0
-		b.ReportAllocs()
-		for b.Loop() {
-			b.StopTimer()
-			if _, err := s.Put(key16(i%n), Limits{Capacity: int64(i%50 + 1), RefillRate: 2}); err != nil {
-				b.Fatal(err)
-			}
-			i++
-			b.StartTimer()
-			s.compact()
-		}
-	})
-}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"sync/atomic"
 	"time"
 )
@@ -95,7 +96,7 @@ const unitsPerToken = 1_000_000
 // bucket is therefore one CompareAndSwap away from any update, and tick
 // differences are taken modulo 1<<tickBits: the limiter's sweep rewrites
 // every bucket older than staleTicks long before the difference could wrap
-// (see Limiter.sweepShard), so an ancient bucket still tops up to full.
+// (see Limiter.sweep), so an ancient bucket still tops up to full.
 const (
 	tickBits   = 20
 	tickMask   = 1<<tickBits - 1
@@ -109,6 +110,7 @@ type params struct {
 	lim      Limits
 	cap      uint64        // capacity in units
 	inc      uint64        // refill per tick in units, 1 <= inc <= cap
+	incShift uint          // the least s with inc <= 1<<s: (cap-t)>>incShift ticks never overstate a refill
 	interval time.Duration // tick period
 	override bool          // a per-client override, not the default
 }
@@ -129,6 +131,7 @@ func newParams(lim Limits, interval time.Duration, override bool) *params {
 	default:
 		p.inc = uint64(math.Round(f))
 	}
+	p.incShift = uint(bits.Len64(p.inc - 1))
 	return p
 }
 
@@ -193,15 +196,22 @@ func take(w *atomic.Uint64, p *params, now uint64) (ok bool, tokens uint64, foun
 		if s&live == 0 {
 			return false, 0, false
 		}
-		t := topUp(s, p, now)
-		if t < unitsPerToken {
-			return false, t, true
-		}
-		t -= unitsPerToken
-		if w.CompareAndSwap(s, pack(t, stamp(s, now))) {
-			return true, t, true
+		if ok, t, done := takeOnce(w, s, p, now); done {
+			return ok, t, true
 		}
 	}
+}
+
+// takeOnce is one attempt of take on w, read in the live state s. It
+// reports done false, and nothing else of use, when w changed since it was
+// read.
+func takeOnce(w *atomic.Uint64, s uint64, p *params, now uint64) (ok bool, tokens uint64, done bool) {
+	t := topUp(s, p, now)
+	if t < unitsPerToken {
+		return false, t, true
+	}
+	t -= unitsPerToken
+	return true, t, w.CompareAndSwap(s, pack(t, stamp(s, now)))
 }
 
 // refresh rewrites a live word as of tick now without changing its meaning:

@@ -12,7 +12,8 @@
 // and takes a token, all in one CompareAndSwap. Three things follow:
 //
 //   - A tick touches no bucket to refill it, so it costs the same with ten
-//     clients or a million; it only sweeps one shard for eviction.
+//     clients or a million; it only passes over its share of the table for
+//     eviction, reading only the indexes where a bucket may be due.
 //   - Allow reads no clock. time.Now costs ~85 ns on this kind of machine,
 //     more than the whole of Allow here; the counter is one atomic load.
 //   - Check, refill and take are one atomic step: tokens never exceed
@@ -22,7 +23,8 @@
 // kept on per-shard lists, was measured and not taken: writing buckets in a
 // pass costs ~7 ns each even walked in memory order (BenchmarkRefillPass),
 // so its tick grows to ~7 ms when a flood of new clients leaves a million
-// buckets below capacity, where this design's tick stays near 110 µs; and
+// buckets below capacity, where this design's tick reads at most some 350
+// slots (~4 µs) and, once they are idle, none; and
 // an Allow that takes the first token of a full bucket would also have to
 // put it on a list, a second synchronised write.
 //
@@ -72,13 +74,27 @@
 //
 // # Eviction, the bound and the overflow bucket
 //
-// Each tick sweeps its share of all slots, so that every slot is visited
+// Each tick sweeps its share of all slots, so that every slot is passed
 // once per IdleTimeout (at most 2^16 ticks): at the defaults a million
-// clients in two million slots cost some 350 slots a tick. Buckets full and
+// clients in two million slots make some 350 slots a tick. Buckets full and
 // idle for IdleTimeout are evicted (between one and two IdleTimeouts after
 // their last use); buckets not written for 2^18 ticks are rewritten so that
 // tick differences never wrap. Evicting a full bucket loses nothing: a new
 // one for the same client starts full with the same limits.
+//
+// Reading those slots is what a tick costs: they are in a table too large
+// for the caches, some 4 µs for 350 of them. So each index (a shard's
+// table of one key kind) keeps a due tick, before which none of its buckets
+// can be evictable or stale, and the sweep passes over an index whose due
+// tick has not come at the same pace without reading it. A pass that reads
+// an index works its due out from the buckets it keeps: the tick each
+// becomes idle for IdleTimeout, or, when it is idle but not full, a lower
+// bound of the tick it is full again (one shift, no division), or stale.
+// Takes only move a bucket's due later; a writer that adds a bucket or
+// changes one otherwise (a new client, new limits, a listing, a rebuild)
+// lowers its index's due under the shard's mutex. Idle clients then cost a
+// tick almost nothing once a pass has read them, and a bucket due at tick E
+// is still read by E plus one cycle, as if every slot were read each time.
 //
 // The table never holds more than MaxClients unlisted buckets. A new
 // client that finds it full evicts any full bucket found among 64 slots;
@@ -87,25 +103,39 @@
 // buckets. The limiter logs when the table first fills, then at most once a
 // minute while new clients keep overflowing; never per request.
 //
-// Rejections are counted without a lock or a map: an exact count per
-// shard, and per table an eight-cell sketch (a Misra-Gries counter per cell,
-// cell chosen by the key's hash) from which Run logs one summary line a
-// minute naming the ten clients rejected most, API keys only as KeyTag. The
-// total is exact; a named client's count is a lower bound, exact when it
-// was the only client rejected in its cell.
+// # Counting decisions
+//
+// A request writes nothing shared but its own bucket, and a rejected one
+// not even that: the decision counters (Stats.Admitted, Stats.Rejected) and
+// the rejection sketches are striped over 64 tallies, each on cache lines
+// of its own, and a request writes the tally of the goroutine deciding it,
+// chosen by the address of its stack (tally.go; Go does not say which
+// processor a goroutine runs on). Two cores then share a counter's line
+// only when two of their goroutines share a stripe. The counts stay exact:
+// each stripe only ever adds, and Stats sums them. Per stripe and key kind,
+// a 16-cell sketch (a Misra-Gries counter per cell, cell chosen by the
+// key's hash) remembers the clients rejected most; Run logs one summary line
+// a minute naming the ten clients rejected most, API keys only as KeyTag,
+// a client rejected on several stripes once with the sum. The total is
+// exact; a named client's count is a lower bound, exact when it was the
+// only client rejected in its cells.
 //
 // # Measured
 //
-// See bench/RESULTS.md, "Issue 10", for the commands, the machine and the
-// before/after ratios. In short, on 2 vCPUs of an Intel Xeon VM shared with
-// three other engineers' builds (load average 4 to 8):
+// See bench/RESULTS.md, "Issue 10" and its second pass, for the commands,
+// the machine and the before/after runs. In short, medians of 10 alternating
+// runs on 2 vCPUs of an Intel Xeon VM shared with other engineers' work
+// (load average 1 to 3; ranges in RESULTS.md):
 //
-//	Allow, known key, one goroutine      about 33 ns (old design, same run: 61 ns)
-//	Allow, rejected                      no dearer than admitted (old: 2.2x)
-//	Allow, -cpu 2, hot key and 10k keys  see RESULTS.md
-//	Tick, 1M idle clients                see RESULTS.md (old: a whole shard a tick)
-//	Memory, 1M IPv4 clients              see RESULTS.md
-//	Store PUT at 100k listed clients     about 0.15 ms median (old: a whole-file rewrite, ~200 ms)
+//	Allow, known key, one goroutine     21 ns, 0 allocs (first pass, same run: 24 ns)
+//	Allow, rejected                     20 ns: no dearer than admitted
+//	Allow, one key over its limit       -cpu 1: 21 ns, -cpu 2: 11.5 ns (first pass: 25, 87)
+//	Allow, one key admitted each time   -cpu 1: 20 ns, -cpu 2: 73 ns: bound by its bucket's line
+//	Allow, 10k keys                     -cpu 2 within 7-9% of -cpu 1 (first pass: 28-31% worse);
+//	                                    on clients of its own shards, 0.6x
+//	Tick, 1M idle clients               55 ns (first pass: 3.9 µs); a tick that reads: 3.9 µs
+//	Memory, 1M IPv4 clients             51 B/client (API keys of 16 bytes: 67)
+//	Store PUT at 100k listed clients    about 0.08 ms median (old: a whole-file rewrite, ~200 ms)
 //
 // The design not taken for refill, a tick that writes every bucket below
 // capacity, still measures ~7 ns a bucket (BenchmarkRefillPass): 7 ms a tick

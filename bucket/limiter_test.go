@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -201,69 +200,6 @@ loop:
 	}
 }
 
-func TestLimiter_SetLimitsAppliesAtOnce(t *testing.T) {
-	l := New(Config{Default: Limits{Capacity: 10, RefillRate: 0.001}})
-	l.Allow("c") // 9 left
-	l.SetLimits("c", Limits{Capacity: 3, RefillRate: 0.001})
-	if d := l.Take("c"); d.Limit != 3 || d.Remaining != 2 || !d.Override {
-		t.Fatalf("after lowering capacity to 3: %+v, want limit 3, 2 left", d)
-	}
-	l.SetLimits("c", Limits{Capacity: 20, RefillRate: 0.001})
-	if d := l.Take("c"); d.Limit != 20 || d.Remaining != 1 {
-		t.Fatalf("after raising capacity to 20: %+v, want the 2 tokens kept, 1 left", d)
-	}
-	l.ClearLimits("c")
-	if d := l.Take("c"); d.Limit != 10 || d.Remaining != 0 || d.Override {
-		t.Fatalf("after ClearLimits: %+v, want the default, 0 left", d)
-	}
-	if got := l.Stats().Overrides; got != 0 {
-		t.Fatalf("Overrides = %d, want 0", got)
-	}
-}
-
-func TestLimiter_SetDefaultAppliesAtOnce(t *testing.T) {
-	l := New(Config{Default: Limits{Capacity: 10, RefillRate: 0.001}})
-	l.SetLimits("own", Limits{Capacity: 10, RefillRate: 0.001})
-	l.Allow("c")
-	l.SetDefault(Limits{Capacity: 4, RefillRate: 0.001})
-	l.SetDefault(Limits{Capacity: 10, RefillRate: 0.001})
-	if d := l.Take("c"); d.Limit != 10 || d.Remaining != 3 {
-		t.Fatalf("after the default went to 4 and back: %+v, want 3 left", d)
-	}
-	l.SetDefault(Limits{Capacity: 4, RefillRate: 0.001})
-	if d := l.Take("own"); d.Limit != 10 || d.Remaining != 9 {
-		t.Fatalf("a client with its own limits: %+v, want untouched by SetDefault", d)
-	}
-	if d := l.Take("new"); d.Limit != 4 || d.Remaining != 3 {
-		t.Fatalf("a new client: %+v, want the new default", d)
-	}
-}
-
-func TestLimiter_SetOverridesReplacesTheSet(t *testing.T) {
-	l := New(Config{Default: Limits{Capacity: 5, RefillRate: 1}})
-	l.SetOverrides(map[string]Limits{"a": {1, 1}, "b": {2, 1}})
-	l.Allow("a")
-	l.SetOverrides(map[string]Limits{"b": {3, 1}, "c": {7, 1}})
-	for key, want := range map[string]int64{"a": 5, "b": 3, "c": 7, "d": 5} {
-		if d := l.Take(key); d.Limit != want {
-			t.Errorf("%s: Limit = %d, want %d", key, d.Limit, want)
-		}
-	}
-	if got := l.Stats().Overrides; got != 2 {
-		t.Fatalf("Overrides = %d, want 2", got)
-	}
-}
-
-func TestLimiter_KeyKindsAreSeparate(t *testing.T) {
-	l := New(Config{Default: Limits{Capacity: 1, RefillRate: 0.001}})
-	if !l.TakeKind(KeyAPI, "192.0.2.1").Allowed {
-		t.Fatal("API key 192.0.2.1 refused")
-	}
-	if !l.Allow("192.0.2.1") {
-		t.Fatal("IP 192.0.2.1 refused: an API key spent its tokens")
-	}
-}
-
 func TestLimiter_RunTicksStepsInjectedTicks(t *testing.T) {
 	l := New(Config{Default: Limits{Capacity: 100, RefillRate: 10}}) // 1 token a tick
 	drain(l, "c")
@@ -292,72 +228,6 @@ func TestLimiter_RunReturnsWhenContextEnds(t *testing.T) {
 	cancel()
 	if err := l.Run(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
-	}
-}
-
-func TestLimiter_RejectionSummaryOncePerMinute(t *testing.T) {
-	l, logs := newLogged(Config{Default: Limits{Capacity: 1, RefillRate: 0.001}})
-	const secret = "sk-live-do-not-log-me"
-	for range 6 {
-		l.TakeKind(KeyAPI, secret)
-	}
-	for range 4 {
-		l.Allow("198.51.100.9")
-	}
-	ticks(l, int(l.minuteTicks)-1)
-	if got := logs.lines("rejections"); len(got) != 0 {
-		t.Fatalf("summary before the minute was up: %q", got)
-	}
-	l.Tick()
-	got := logs.lines("rejections")
-	if len(got) != 1 {
-		t.Fatalf("want one summary line, got %q", got)
-	}
-	for _, want := range []string{"rejected=8", "clients=2", "key:" + KeyTag(secret) + "=5", "ip:198.51.100.9=3"} {
-		if !strings.Contains(got[0], want) {
-			t.Errorf("summary %q lacks %q", got[0], want)
-		}
-	}
-	if strings.Contains(got[0], secret) {
-		t.Fatalf("summary logs the API key verbatim: %q", got[0])
-	}
-	ticks(l, int(l.minuteTicks))
-	if got := logs.lines("rejections"); len(got) != 1 {
-		t.Fatalf("a summary for a quiet minute: %q", got)
-	}
-}
-
-// TestLimiter_RejectionSummaryNamesTheHeavyClient: many clients rejected
-// once each and one rejected often; the summary's total is exact and it
-// names the heavy client first, though it keeps no table of all clients.
-func TestLimiter_RejectionSummaryNamesTheHeavyClient(t *testing.T) {
-	l, logs := newLogged(Config{Default: Limits{Capacity: 1, RefillRate: 0.001}})
-	heavy := netip.MustParseAddr("198.51.100.77")
-	l.AllowAddr(heavy)
-	for i := range 1500 {
-		k := fmt.Sprint("c", i)
-		l.TakeKind(KeyAPI, k)
-		l.TakeKind(KeyAPI, k) // rejected
-		l.AllowAddr(heavy)    // rejected
-	}
-	ticks(l, int(l.minuteTicks))
-	got := logs.lines("rejections")
-	if len(got) != 1 || !strings.Contains(got[0], "rejected=3000 ") || !strings.Contains(got[0], `top="ip:198.51.100.77=`) {
-		t.Fatalf("want 3000 rejections with 198.51.100.77 named first, got %q", got)
-	}
-	ticks(l, int(l.minuteTicks))
-	if got := logs.lines("rejections"); len(got) != 1 {
-		t.Fatalf("a summary for a quiet minute: %q", got)
-	}
-}
-
-func TestLimiter_StatsCounts(t *testing.T) {
-	l := New(Config{Default: Limits{Capacity: 2, RefillRate: 0.001}})
-	for range 5 {
-		l.Allow("c")
-	}
-	if s := l.Stats(); s.Admitted != 2 || s.Rejected != 3 || s.Clients != 1 {
-		t.Fatalf("Stats = %+v, want 2 admitted, 3 rejected, 1 client", s)
 	}
 }
 

@@ -7,9 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func newStoreLimiter() *Limiter { return New(Config{Default: Limits{Capacity: 100, RefillRate: 50}}) }
@@ -315,4 +318,65 @@ func TestValidateKey(t *testing.T) {
 			t.Errorf("ValidateKey(%.20q) = %q, want %q", key, got, want)
 		}
 	}
+}
+
+// BenchmarkStore measures a durable change with many listed clients: a
+// PUT (one fsynced log line, and the limiter's listing) and, for
+// comparison, the whole-file write every PUT paid before the change log
+// (now the background compaction). It lists 10k clients, so that make
+// test's pass stays short; STDLB_BENCH_LISTED=100000 measures the figures
+// in bench/RESULTS.md. The files are in the test's temporary directory: set
+// TMPDIR to measure another disk.
+func BenchmarkStore(b *testing.B) {
+	n := 10_000
+	if v, err := strconv.Atoi(os.Getenv("STDLB_BENCH_LISTED")); err == nil && v > 0 {
+		n = v
+	}
+	set := make(map[string]Limits, n)
+	for i := range n {
+		set[key16(i)] = Limits{Capacity: int64(i%100 + 1), RefillRate: 1}
+	}
+	open := func(b *testing.B) *Store {
+		s, err := OpenStore(filepath.Join(b.TempDir(), "clients.json"), newStoreLimiter())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Replace(set); err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	listed := "listed=" + strconv.Itoa(n)
+	if n%1000 == 0 {
+		listed = "listed=" + strconv.Itoa(n/1000) + "k"
+	}
+	b.Run("put/"+listed, func(b *testing.B) {
+		s := open(b)
+		var took []time.Duration
+		b.ReportAllocs()
+		for b.Loop() {
+			start := time.Now()
+			if _, err := s.Put(key16(len(took)%n), Limits{Capacity: int64(len(took)%50 + 1), RefillRate: 2}); err != nil {
+				b.Fatal(err)
+			}
+			took = append(took, time.Since(start))
+		}
+		slices.Sort(took)
+		b.ReportMetric(float64(took[len(took)/2]), "ns/median")
+		b.ReportMetric(float64(took[len(took)*99/100]), "ns/p99")
+	})
+	b.Run("compact/"+listed, func(b *testing.B) {
+		s := open(b)
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			if _, err := s.Put(key16(i%n), Limits{Capacity: int64(i%50 + 1), RefillRate: 2}); err != nil {
+				b.Fatal(err)
+			}
+			i++
+			b.StartTimer()
+			s.compact()
+		}
+	})
 }

@@ -1,12 +1,9 @@
 package bucket
 
 import (
-	"cmp"
 	"context"
 	"log/slog"
-	"slices"
-	"strconv"
-	"strings"
+	"math"
 	"time"
 )
 
@@ -15,18 +12,19 @@ const (
 	maxCycleTicks = 1 << 16 // every slot is swept within this many ticks, so tick differences never wrap
 	maxCatchUp    = 16      // ticks one late ticker fire may make up for
 	reclaimProbe  = 64      // slots looked at for room when the table is full
-	summaryTop    = 10      // clients named in a summary line
 )
 
 // maint is the state of the maintenance loop, guarded by Limiter.maintMu.
 type maint struct {
-	shard, part, pos int    // where the sweep goes on: shard, index (ip, str[0], str[1]), slot
-	debt             uint64 // slots the sweep owes, in cycleTicks-ths of a slot
-	sinceSummary     uint64 // ticks since the last rejection summary
-	rejectedBefore   uint64 // Stats.Rejected at the last summary
-	ovLogged         bool   // the current table-full episode has been logged
-	ovLast           uint64 // tick of the last table-full log line
-	ovSeen           uint64 // overflowed at that line
+	shard, part, pos int                // where the sweep goes on: shard, index (ip, str[0], str[1]), slot
+	skipped          bool               // the pass over this index left slots unread: its due tick had not come
+	passDue          uint64             // the least due of the buckets this pass has read
+	debt             uint64             // slots the sweep owes, in cycleTicks-ths of a slot
+	sinceSummary     uint64             // ticks since the last rejection summary
+	rejSeen          [numStripes]uint64 // each stripe's rejected count at the last summary
+	ovLogged         bool               // the current table-full episode has been logged
+	ovLast           uint64             // tick of the last table-full log line
+	ovSeen           uint64             // overflowed at that line
 }
 
 // Run refills the buckets every refill interval with the limiter's one
@@ -103,10 +101,13 @@ func (l *Limiter) advance(n uint64) {
 	}
 }
 
-// sweep visits budget slots from where the last sweep stopped, one shard's
-// mutex at a time: it evicts buckets full and idle for IdleTimeout and
-// rewrites those not written for staleTicks, so that no tick difference can
-// wrap. Caller holds maintMu.
+// sweep passes over budget slots from where the last sweep stopped, one
+// shard's mutex at a time: it evicts buckets full and idle for IdleTimeout
+// and rewrites those not written for staleTicks, so that no tick difference
+// can wrap. An index whose due tick has not come is passed over at the same
+// pace without reading a slot: with clients that are idle (not yet due for
+// eviction, or slowly refilling) a tick costs a few comparisons, not the
+// hundreds of cache misses of reading their slots. Caller holds maintMu.
 func (l *Limiter) sweep(budget, now uint64) {
 	m := &l.m
 	for budget > 0 {
@@ -115,9 +116,9 @@ func (l *Limiter) sweep(budget, now uint64) {
 		var done bool
 		switch m.part {
 		case 0:
-			done = sweepIndex(l, &sh.ip, &m.pos, &budget, now)
+			done = sweepIndex(l, &sh.ip, &budget, now)
 		default:
-			done = sweepIndex(l, &sh.str[m.part-1], &m.pos, &budget, now)
+			done = sweepIndex(l, &sh.str[m.part-1], &budget, now)
 		}
 		sh.mu.Unlock()
 		if done {
@@ -129,31 +130,104 @@ func (l *Limiter) sweep(budget, now uint64) {
 	}
 }
 
-// sweepIndex sweeps x's table from *pos, spending budget, and reports
-// whether it reached the end. Caller holds the shard's mutex.
-func sweepIndex[K comparable](l *Limiter, x *index[K], pos *int, budget *uint64, now uint64) bool {
-	t := x.tab.Load()
-	def := l.def.Load()
-	for ; *pos < len(t.slots) && *budget > 0; *pos, *budget = *pos+1, *budget-1 {
-		s := &t.slots[*pos]
+// never is a due tick that never comes.
+const never = math.MaxUint64
+
+// sweepIndex goes on with the pass over x from slot m.pos, spending at most
+// *budget slots, and reports whether the pass reached the end of the table.
+// While x's due tick has not come its slots are passed over unread. A pass
+// that reads them works out, from each bucket it keeps, a tick before which
+// that bucket cannot need the sweep; one that read the whole table leaves
+// the least of them, or of the ticks writers announced meanwhile, as x's
+// due. Since the pace is the same whether slots are read or not, a bucket
+// due at tick E is read by E plus one cycle, as if every slot were read.
+// Caller holds the shard's mutex.
+func sweepIndex[K comparable](l *Limiter, x *index[K], budget *uint64, now uint64) bool {
+	m := &l.m
+	slots := x.tab.Load().slots
+	if m.pos == 0 {
+		m.skipped, m.passDue, x.lowered = false, never, never
+	}
+	end := len(slots)
+	if m.pos < end && *budget < uint64(end-m.pos) {
+		end = m.pos + int(*budget)
+	}
+	if m.pos < end {
+		*budget -= uint64(end - m.pos)
+		if x.due > now {
+			m.skipped = true
+		} else {
+			m.passDue = min(m.passDue, sweepSlots(l, x, slots[m.pos:end], now))
+		}
+		m.pos = end
+	}
+	if m.pos < len(slots) {
+		return false
+	}
+	if m.skipped { // the unread slots keep the bound they had
+		x.due = min(x.due, m.passDue)
+	} else {
+		x.due = min(m.passDue, x.lowered)
+	}
+	return true
+}
+
+// sweepSlots sweeps slots, a part of x's table, and returns the least tick at
+// which one of the buckets it keeps may need the sweep again: when it can
+// be idle for IdleTimeout and full (a lower bound), or stale. Caller holds
+// the shard's mutex.
+func sweepSlots[K comparable](l *Limiter, x *index[K], slots []slot[K], now uint64) uint64 {
+	def, idleTicks := l.def.Load(), l.idleTicks
+	due := uint64(never)
+	for i := range slots {
+		s := &slots[i]
 		st := s.state.Load()
-		switch {
-		case st&live != 0:
-			idle := elapsed(st, now)
-			if idle >= l.idleTicks && topUp(st, def, now) == def.cap && s.state.CompareAndSwap(st, tomb) {
-				x.live--
-				l.clients.Add(-1)
-				l.evictions.Add(1)
-			} else if idle >= staleTicks {
-				refresh(&s.state, def, now)
+		if st&live == 0 {
+			if st == listed {
+				due = min(due, sweepListed(x, s.key, now))
 			}
-		case st == listed:
-			if b := (*x.listed.Load())[s.key]; b != nil && elapsed(b.state.Load(), now) >= staleTicks {
-				refresh(&b.state, b.p.Load(), now)
-			}
+			continue
+		}
+		idle := elapsed(st, now)
+		if idle < idleTicks {
+			due = min(due, now-idle+idleTicks)
+			continue
+		}
+		switch t := topUp(st, def, now); {
+		case t == def.cap && s.state.CompareAndSwap(st, tomb):
+			x.live--
+			l.clients.Add(-1)
+			l.evictions.Add(1)
+		case t == def.cap: // taken from meanwhile
+			due = now
+		case idle >= staleTicks:
+			refresh(&s.state, def, now)
+			due = min(due, now+idleTicks)
+		default: // idle but not full: not before it can be
+			due = min(due, now-idle+staleTicks, now+(def.cap-t)>>def.incShift)
 		}
 	}
-	return *pos >= len(t.slots)
+	return due
+}
+
+// sweepListed rewrites the bucket of listed client key when it is stale and
+// returns the tick at which it will be stale again. Listed buckets are never
+// evicted. Caller holds the shard's mutex.
+func sweepListed[K comparable](x *index[K], key K, now uint64) uint64 {
+	b := (*x.listed.Load())[key]
+	if b == nil {
+		return now
+	}
+	bs := b.state.Load()
+	if bs&live == 0 {
+		return now
+	}
+	idle := elapsed(bs, now)
+	if idle >= staleTicks {
+		refresh(&b.state, b.p.Load(), now)
+		return now + staleTicks
+	}
+	return now - idle + staleTicks
 }
 
 // reclaim makes room in a full table by evicting one full bucket, idle or
@@ -229,60 +303,4 @@ func (l *Limiter) periodic(now, n uint64) []notice {
 		}
 	}
 	return notes
-}
-
-type rejEntry struct {
-	name string
-	n    uint64
-}
-
-// summarize empties the rejection sketches into one log line naming the
-// clients rejected most; API keys appear only as KeyTag. The total is
-// exact; the per-client counts are lower bounds (see rejSketch). Caller
-// holds maintMu.
-func (l *Limiter) summarize() (notice, bool) {
-	var total uint64
-	for i := range l.shards {
-		total += l.shards[i].rejected.Load()
-	}
-	total, l.m.rejectedBefore = total-l.m.rejectedBefore, total
-	var all []rejEntry
-	for i := range l.shards {
-		sh := &l.shards[i]
-		all = drainSketch(&sh.ip.rej, all, func(k addrKey) string { return "ip:" + k.text(l.v6bits) })
-		all = drainSketch(&sh.str[KeyIP].rej, all, func(k string) string { return "ip:" + k })
-		all = drainSketch(&sh.str[KeyAPI].rej, all, func(k string) string { return "key:" + KeyTag(k) })
-	}
-	l.rejOthers.Store(0)
-	if total == 0 {
-		return notice{}, false
-	}
-	slices.SortFunc(all, func(a, b rejEntry) int { return cmp.Compare(b.n, a.n) })
-	var named uint64
-	var top strings.Builder
-	for i, e := range all[:min(len(all), summaryTop)] {
-		if i > 0 {
-			top.WriteByte(' ')
-		}
-		top.WriteString(e.name + "=" + strconv.FormatUint(e.n, 10))
-		named += e.n
-	}
-	return notice{slog.LevelInfo, "rate limit: rejections", []slog.Attr{
-		slog.Duration("period", time.Duration(l.minuteTicks)*l.interval),
-		slog.Uint64("rejected", total),
-		slog.Int("clients", len(all)),
-		slog.String("top", top.String()),
-		slog.Uint64("others", total-min(named, total)),
-	}}, true
-}
-
-func drainSketch[K comparable](r *rejSketch[K], all []rejEntry, name func(K) string) []rejEntry {
-	for i := range r.cells {
-		c := &r.cells[i]
-		s := c.s.Swap(nil)
-		if n := c.n.Swap(0); s != nil && n > 0 {
-			all = append(all, rejEntry{name(s.key), n})
-		}
-	}
-	return all
 }

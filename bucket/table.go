@@ -91,7 +91,21 @@ type index[K comparable] struct {
 	live   int                           // slots holding a live or listed state; guarded by the mutex
 	hash   func(K) uint64
 	own    func(K) K // a copy the table may keep: string keys point into request buffers
-	rej    rejSketch[K]
+
+	// due and lowered are guarded by the mutex and kept by the sweep
+	// (sweep.go): before tick due no bucket of the index can be evictable
+	// or stale, so the sweep passes over it without reading a slot;
+	// lowered is the lowest due a writer announced since the sweep last
+	// began to read the index.
+	due, lowered uint64
+}
+
+// expect announces that a bucket of x may need the sweep from tick d on:
+// a writer that adds a bucket, or changes one other than by a take, calls
+// it. (A take only makes its bucket's due later.) Caller holds the mutex.
+func (x *index[K]) expect(d uint64) {
+	x.due = min(x.due, d)
+	x.lowered = min(x.lowered, d)
 }
 
 func (x *index[K]) init(hash func(K) uint64, own func(K) K) {
@@ -135,6 +149,7 @@ func (x *index[K]) rebuild(size int) *table[K] {
 		}
 	}
 	x.tab.Store(t)
+	x.expect(0) // a sweep reading the old table may have missed slots
 	return t
 }
 
@@ -156,21 +171,37 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-// keyOf returns the table key of a, masked to v6bits when a is IPv6.
+// keyOf returns the table key of a, masked to v6bits when a is IPv6. An
+// IPv4 address and its IPv4-mapped IPv6 form are one key.
 func keyOf(a netip.Addr, v6bits int) addrKey {
 	if a.Is4() {
-		b := a.As4()
-		return addrKey{0, 0xffff<<32 | uint64(binary.BigEndian.Uint32(b[:]))}
+		return key4(a)
 	}
+	return keyOf6(a, v6bits)
+}
+
+// key4 is keyOf for an IPv4 address, small enough for the compiler to
+// inline into the request path.
+func key4(a netip.Addr) addrKey {
+	b := a.As4()
+	return addrKey{0, 0xffff<<32 | uint64(binary.BigEndian.Uint32(b[:]))}
+}
+
+func keyOf6(a netip.Addr, v6bits int) addrKey {
 	b := a.As16() // the zone, if any, is dropped
 	k := addrKey{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
 	if a.Is4In6() || v6bits >= 128 {
 		return k
 	}
-	if v6bits <= 64 {
-		return addrKey{k.hi &^ (1<<(64-v6bits) - 1), 0}
+	return k.masked(v6bits)
+}
+
+// masked returns k with all but its first bits bits cleared.
+func (k addrKey) masked(bits int) addrKey {
+	if bits <= 64 {
+		return addrKey{k.hi &^ (1<<(64-bits) - 1), 0}
 	}
-	return addrKey{k.hi, k.lo &^ (1<<(128-v6bits) - 1)}
+	return addrKey{k.hi, k.lo &^ (1<<(128-bits) - 1)}
 }
 
 // text is the key as logs, the API and the clients file show it: an IPv4
@@ -185,35 +216,4 @@ func (k addrKey) text(v6bits int) string {
 		return netip.PrefixFrom(a, v6bits).String()
 	}
 	return a.String()
-}
-
-// rejSketch names the clients of one index rejected most in a summary
-// period without a lock or a map on the rejection path: eight cells, a
-// client's cell chosen by its hash, each holding one client and a count. A
-// rejection of the cell's client adds one; a rejection of another client
-// takes one away, and takes the cell over once the count is zero (the
-// "frequent items" counter of Misra and Gries, one per cell). A client
-// rejected more often than all others of its cell together keeps the cell;
-// its count is a lower bound of its rejections. Racing updates may lose a
-// count: the summary's per-client figures are approximate, its total exact.
-type rejSketch[K comparable] struct {
-	cells [8]rejCell[K]
-}
-
-type rejCell[K comparable] struct {
-	s atomic.Pointer[slot[K]] // the client, by its slot (whose key never changes)
-	n atomic.Uint64
-}
-
-func (r *rejSketch[K]) note(h uint64, s *slot[K]) {
-	c := &r.cells[h>>48&7]
-	if c.s.Load() == s {
-		c.n.Add(1)
-		return
-	}
-	if n := c.n.Load(); n > 0 {
-		c.n.CompareAndSwap(n, n-1)
-	} else if c.s.Swap(s) != s {
-		c.n.Store(1)
-	}
 }
