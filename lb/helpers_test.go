@@ -137,12 +137,20 @@ func startServer(t *testing.T, hs *http.Server) *front {
 	}
 	f := &front{URL: "http://" + ln.Addr().String(), srv: h1.NewServer(hs),
 		client: &http.Client{Transport: &http.Transport{}}}
+	serveFront(t, f, ln, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) })
+	return f
+}
+
+// serveFront serves f on ln until the test ends, failing the test if Serve
+// returns anything but ErrServerClosed. Tests that count goroutines need
+// every goroutine the server keeps to have started: one exchange the server
+// answers itself, without the handler, on a connection from dial, makes
+// sure of it.
+func serveFront(t *testing.T, f *front, ln net.Listener, dial func() (net.Conn, error)) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- f.srv.Serve(ln) }()
-	// Tests that count goroutines need every goroutine the server keeps
-	// to have started: one exchange the server answers itself, without
-	// the handler, makes sure of it.
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	conn, err := dial()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +166,6 @@ func startServer(t *testing.T, hs *http.Server) *front {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
-	return f
 }
 
 func newBalancer(t *testing.T, cfg Config, logs *logBuffer) *Balancer {

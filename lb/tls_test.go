@@ -1,7 +1,6 @@
 package lb
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -64,25 +63,8 @@ func startTLSBalancer(t *testing.T, b *Balancer, h2 bool) *front {
 			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
 			ForceAttemptHTTP2: h2,
 		}}}
-	done := make(chan error, 1)
-	go func() { done <- f.srv.Serve(tls.NewListener(ln, cfg)) }()
-	// Tests that count goroutines need every goroutine the server keeps to
-	// have started: one exchange the server answers itself makes sure.
-	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(conn, "GET / HTTP/9.9\r\n\r\n")
-	if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
-		t.Fatalf("the server did not answer a request for HTTP/9.9: %v", err)
-	}
-	conn.Close()
-	t.Cleanup(func() {
-		f.client.CloseIdleConnections()
-		f.srv.Close()
-		if err := <-done; err != http.ErrServerClosed {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
+	serveFront(t, f, tls.NewListener(ln, cfg), func() (net.Conn, error) {
+		return tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 	})
 	return f
 }
