@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"stdlb/lb/h1"
 )
 
 // Admission is an admission hook's verdict on a request (see
@@ -170,6 +172,15 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := b.exchanges.Get().(*exchange)
 	ex.begin(w, r, b.pool.Load())
 	defer b.finish(ex)
+	if r.ProtoMajor != 1 {
+		// HTTP/2 carries what HTTP/1.1 cannot (a method with spaces): refuse
+		// it here, before admission. h1.Server has refused it already, and
+		// the client refuses to send it whatever its source.
+		if err := h1.CheckRequest(r); err != nil {
+			ex.refuse(err)
+			return
+		}
+	}
 	if b.opts.Admit != nil {
 		ex.rw.admitting = true
 		ex.adm = b.opts.Admit(&ex.rw, r)

@@ -181,7 +181,7 @@ func (ex *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		ex.fail, ex.failErr = f, err
-		if f == failClientBody {
+		if f == failClientBody || f == failClientRequest {
 			return nil, err // the client's fault: no backend failed
 		}
 		be.failures.Add(1)
@@ -269,6 +269,10 @@ func (ex *exchange) errorHandler(w http.ResponseWriter, req *http.Request, err e
 		WriteError(w, http.StatusBadRequest, "bad request: "+clientBodyReason(ex.failErr))
 		return
 	}
+	if ex.fail == failClientRequest {
+		ex.refuse(ex.failErr)
+		return
+	}
 	if ex.fail == failNone {
 		// Not a transport error: ReverseProxy refused an upgrade or the like.
 		ex.fail, ex.failErr = failProtocol, err
@@ -295,6 +299,17 @@ func (ex *exchange) errorHandler(w http.ResponseWriter, req *http.Request, err e
 			"backend", be.name, "status", status, "event", "proxy_error", "err", ex.failErr)
 	}
 	WriteError(w, status, msg)
+}
+
+// refuse answers 400 to a request that h1.CheckRequest refuses: one that
+// HTTP/2 can carry and HTTP/1.1 cannot, such as a method with spaces.
+// Forwarded, it would be a second request line.
+func (ex *exchange) refuse(err error) {
+	if ok, n := ex.b.logFailed.allow(time.Now()); ok {
+		ex.b.log.Warn(fmt.Sprintf("%q %q: refused: %v; answered 400%s",
+			ex.in.Method, ex.in.URL.Path, err, more(n)), "status", http.StatusBadRequest, "event", "bad_request")
+	}
+	WriteError(&ex.rw, http.StatusBadRequest, "bad request: the "+strings.TrimPrefix(err.Error(), "h1: "))
 }
 
 // noBackend answers 503 when the policy finds no healthy backend.

@@ -37,6 +37,9 @@ const (
 	failClientBody
 	// failClientGone: the client went away; nobody is owed an answer.
 	failClientGone
+	// failClientRequest: the request cannot be sent as plain HTTP/1.1
+	// (h1.CheckRequest): the client's fault, answered 400.
+	failClientRequest
 )
 
 // classify sorts an error of h1.Client, which classifies what happened
@@ -61,6 +64,8 @@ func classify(err error) failure {
 		return failClientBody
 	case h1.KindCanceled:
 		return failClientGone
+	case h1.KindRequest:
+		return failClientRequest
 	}
 	return failProtocol
 }

@@ -69,8 +69,11 @@ const (
 // query, req.Host (else req.URL.Host) the Host field; req.ContentLength
 // says how the body is framed (-1: chunked). The Response is built in sc,
 // which must stay untouched until the caller is done with it. Errors are
-// *Error.
+// *Error; a request CheckRequest refuses is never sent.
 func (cl *Client) RoundTrip(req *http.Request, t Timeouts, sc *Scratch) (*http.Response, error) {
+	if err := CheckRequest(req); err != nil {
+		return nil, err
+	}
 	// A connection from the idle pool may have been closed by the backend
 	// just as it was taken; that shows only when the request fails on it
 	// before a single byte of answer. A request that may be sent twice

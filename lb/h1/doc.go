@@ -60,6 +60,11 @@
 // fails with an *Error of KindProtocol (the balancer answers 502), and the
 // connection is closed.
 //
+// Nothing else is sent either: Client.RoundTrip writes a request only when
+// CheckRequest finds its method a token and its Host a plain host, since a
+// request that did not come through Server (HTTP/2 carries a method as any
+// string) would otherwise put the client's bytes into the request line.
+//
 // Reuse. A backend connection goes back to the idle pool only after a
 // plain, fully consumed exchange: the answer read to the end of its
 // framing, on HTTP/1.1 without Connection: close, the request's body (if

@@ -31,9 +31,12 @@ const (
 	KindRequestBody
 	// KindCanceled: the request's context ended (the client went away).
 	KindCanceled
+	// KindRequest: the request cannot be written as plain HTTP/1.1 (see
+	// CheckRequest); the client's fault. Nothing was sent.
+	KindRequest
 )
 
-var kindNames = [...]string{"", "dial", "timeout", "closed", "protocol", "request body", "canceled"}
+var kindNames = [...]string{"", "dial", "timeout", "closed", "protocol", "request body", "canceled", "request"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -49,13 +52,17 @@ type Error struct {
 	Kind Kind
 	// Reason says what happened in words for a log line, after "the
 	// backend": "reset the connection", "sent both Content-Length and
-	// Transfer-Encoding".
+	// Transfer-Encoding"; for KindRequest, after "the request":
+	// "method is not a token".
 	Reason string
 	// Err is the underlying error, when there is one.
 	Err error
 }
 
 func (e *Error) Error() string {
+	if e.Kind == KindRequest {
+		return "h1: request " + e.Reason
+	}
 	if e.Err != nil {
 		return "h1: backend " + e.Reason + ": " + e.Err.Error()
 	}

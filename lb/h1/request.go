@@ -228,7 +228,7 @@ func setTarget(req *http.Request) *requestError {
 	}
 	u, err := url.ParseRequestURI(t)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
-		!validHost([]byte(u.Host)) || u.Opaque != "" {
+		!validHost(u.Host) || u.Opaque != "" {
 		return refuse(400, "malformed request target: want a path, or an absolute http(s) URL")
 	}
 	req.URL = u
@@ -236,38 +236,59 @@ func setTarget(req *http.Request) *requestError {
 	return nil
 }
 
+// CheckRequest returns an *Error of KindRequest when req cannot be sent
+// to a backend as plain HTTP/1.1: its method is not a token, or its Host
+// (req.Host, else req.URL.Host) is neither empty nor a plain host (empty,
+// as HTTP/1.0 allows, the Host field is written empty). Server never hands a
+// handler such a request, but HTTP/2 carries a method or an :authority as
+// any string, and written into a request line or a Host field such a
+// string is a second request line, or a target of the client's choosing
+// (request smuggling by downgrade). Client.RoundTrip refuses them too; a
+// front end that serves HTTP/2 checks first, to answer 400.
+func CheckRequest(req *http.Request) error {
+	if !isToken(req.Method) {
+		return &Error{Kind: KindRequest, Reason: "method is not a token"}
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if host != "" && !validHost(host) {
+		return &Error{Kind: KindRequest, Reason: "Host is not a valid host"}
+	}
+	return nil
+}
+
 // validHost reports whether v is a plain Host value: a registered name or
 // an IPv4 address, or an IPv6 address in brackets, then optionally a
 // colon and a port of digits.
-func validHost(v []byte) bool {
+func validHost[S string | []byte](v S) bool {
 	if len(v) == 0 {
 		return false
 	}
-	name := v
+	var name S
+	hasName := true
 	if v[0] == '[' {
-		end := bytes.IndexByte(v, ']')
+		end := index(v, ']')
 		if end < 2 {
 			return false
 		}
-		for _, c := range v[1:end] {
-			if !isHexDigit(c) && c != ':' && c != '.' {
+		for i := 1; i < end; i++ {
+			if c := v[i]; !isHexDigit(c) && c != ':' && c != '.' {
 				return false
 			}
 		}
-		name, v = nil, v[end+1:]
+		hasName, v = false, v[end+1:]
 		if len(v) > 0 && v[0] != ':' {
 			return false
 		}
-	} else if i := bytes.LastIndexByte(v, ':'); i >= 0 {
+	} else if i := lastIndex(v, ':'); i >= 0 {
 		name, v = v[:i], v[i:]
 	} else {
-		v = nil
+		name, v = v, v[:0]
 	}
-	for _, c := range name {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("-._~!$&'()*+,;=%", c) >= 0:
-		default:
+	for i := 0; i < len(name); i++ {
+		if !hostBytes[name[i]] {
 			return false
 		}
 	}
@@ -275,13 +296,35 @@ func validHost(v []byte) bool {
 		if len(v) > 6 {
 			return false
 		}
-		for _, c := range v[1:] {
-			if !isDigit(c) {
+		for i := 1; i < len(v); i++ {
+			if !isDigit(v[i]) {
 				return false
 			}
 		}
 	}
-	return name == nil || len(name) > 0
+	return !hasName || len(name) > 0
+}
+
+// hostBytes are the bytes of a reg-name or IPv4 address (RFC 3986
+// section 3.2.2: unreserved, sub-delims, and % of pct-encoded).
+var hostBytes = alnumAnd("-._~!$&'()*+,;=%")
+
+func index[S string | []byte](s S, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func lastIndex[S string | []byte](s S, c byte) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
 }
 
 // isCodingList reports whether v is a list of transfer codings: tokens

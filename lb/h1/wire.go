@@ -196,18 +196,22 @@ func isTokenByte(c byte) bool { return tokenBytes[c] }
 
 // tokenBytes is the set of token bytes, as a table: field names are
 // checked byte by byte on every request, both ways. Never modified.
-var tokenBytes = func() (t [256]bool) {
+var tokenBytes = alnumAnd("!#$%&'*+-.^_`|~")
+
+// alnumAnd returns the set of ASCII letters and digits and the bytes of
+// extra, as a table indexed by byte.
+func alnumAnd(extra string) (t [256]bool) {
 	for c := 'a'; c <= 'z'; c++ {
 		t[c], t[c-'a'+'A'] = true, true
 	}
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
+	for i := 0; i < len(extra); i++ {
+		t[extra[i]] = true
 	}
 	return t
-}()
+}
 
 // isToken reports whether s is a non-empty token.
 func isToken(s string) bool {

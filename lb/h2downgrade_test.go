@@ -1,0 +1,130 @@
+package lb
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestBalancer_RefusesOverHTTP2WhatHTTP1CannotCarry: HTTP/2 carries a
+// method or an :authority as any string without CR, LF or NUL, and
+// net/http's server hands such a request to the handler. Written into the
+// backend's HTTP/1.1 request line or Host field, "GET /admin HTTP/1.1 X"
+// as a method makes the backend read a request for /admin. The balancer
+// answers 400 and sends nothing.
+func TestBalancer_RefusesOverHTTP2WhatHTTP1CannotCarry(t *testing.T) {
+	var conns atomic.Int64 // connections the backend accepted
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "from the backend")
+	}))
+	be.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	be.Start()
+	defer be.Close()
+	b := newBalancer(t, testConfig(t, be.URL), &logBuffer{})
+	f := startTLSBalancer(t, b, true)
+	addr := strings.TrimPrefix(f.URL, "https://")
+
+	for _, tc := range []struct{ name, method, authority, want string }{
+		{"method with spaces", "GET /admin HTTP/1.1 X", "127.0.0.1", "method is not a token"},
+		{"method with a tab", "GET\t/admin", "127.0.0.1", "method is not a token"},
+		{"method with a non-token byte", "G@T", "127.0.0.1", "method is not a token"},
+		{"authority with a space and a path", "GET", "a b/admin", "Host is not a valid host"},
+		{"authority with a bad port", "GET", "127.0.0.1:8o", "Host is not a valid host"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := h2Exchange(t, addr, tc.method, "/public", tc.authority)
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("answer body %q, want the balancer's 400 saying %q", got, tc.want)
+			}
+		})
+	}
+	if n := conns.Load(); n != 0 {
+		t.Fatalf("the balancer opened %d connections to the backend, want none", n)
+	}
+	// The same client, plain: proxied, so the refusals above are not the
+	// raw client's own doing.
+	if got := h2Exchange(t, addr, "GET", "/public", "127.0.0.1"); got != "from the backend" {
+		t.Fatalf("a plain HTTP/2 request got %q, want the backend's answer", got)
+	}
+}
+
+// h2Exchange sends one request over HTTP/2 made by hand (net/http's client
+// refuses to send a method that is not a token) and returns the body of
+// stream 1's answer, or "reset" when the stream or connection is reset.
+// Fields are sent as HPACK literals without indexing or Huffman coding.
+func h2Exchange(t *testing.T, addr, method, path, authority string) string {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN chose %q, want h2", p)
+	}
+	c.SetDeadline(time.Now().Add(failAfter))
+	var block []byte
+	for _, f := range [][2]string{{":method", method}, {":scheme", "https"}, {":path", path}, {":authority", authority}} {
+		block = append(block, 0) // literal field without indexing, new name
+		block = hpackString(block, f[0])
+		block = hpackString(block, f[1])
+	}
+	out := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	out = h2Frame(out, 0x4, 0, 0, nil)     // SETTINGS
+	out = h2Frame(out, 0x1, 0x5, 1, block) // HEADERS, END_STREAM|END_HEADERS
+	if _, err := c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var body []byte
+	for {
+		var h [9]byte
+		if _, err := io.ReadFull(br, h[:]); err != nil {
+			t.Fatalf("reading the answer: %v (so far %q)", err, body)
+		}
+		payload := make([]byte, int(h[0])<<16|int(h[1])<<8|int(h[2]))
+		if _, err := io.ReadFull(br, payload); err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		typ, flags, stream := h[3], h[4], binary.BigEndian.Uint32(h[5:])&(1<<31-1)
+		switch {
+		case typ == 0x4 && flags&0x1 == 0: // SETTINGS: acknowledge
+			if _, err := c.Write(h2Frame(nil, 0x4, 0x1, 0, nil)); err != nil {
+				t.Fatal(err)
+			}
+		case typ == 0x3 && stream == 1, typ == 0x7: // RST_STREAM, GOAWAY
+			return "reset"
+		case typ == 0x0 && stream == 1: // DATA
+			body = append(body, payload...)
+			if flags&0x1 != 0 {
+				return string(body)
+			}
+		case typ == 0x1 && stream == 1 && flags&0x1 != 0: // HEADERS ending the stream
+			return string(body)
+		}
+	}
+}
+
+func hpackString(b []byte, s string) []byte {
+	// A length under 127 fits the 7-bit prefix; the tests' strings do.
+	return append(append(b, byte(len(s))), s...)
+}
+
+func h2Frame(b []byte, typ, flags byte, stream uint32, payload []byte) []byte {
+	n := len(payload)
+	b = append(b, byte(n>>16), byte(n>>8), byte(n), typ, flags)
+	b = binary.BigEndian.AppendUint32(b, stream)
+	return append(b, payload...)
+}
