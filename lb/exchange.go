@@ -117,6 +117,11 @@ func (ex *exchange) rewrite(pr *httputil.ProxyRequest) {
 	in, out := pr.In, pr.Out
 	out.URL.Scheme = u.Scheme
 	out.URL.Host = u.Host
+	// ReverseProxy re-encodes a query holding a ';' or a bad escape, and
+	// drops the pairs it cannot parse ("z=1&a=2;c=3" becomes "z=1"): the
+	// backend would be asked something the client did not ask. The query
+	// goes as sent, as nginx and HAProxy pass it; h1 has checked its bytes.
+	out.URL.RawQuery = in.URL.RawQuery
 	if up, ok := out.Header["Upgrade"]; ok && (len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
 		// Only WebSocket upgrades pass. Any other, h2c above all, would open
 		// a tunnel to the backend whose requests pass the rate limiter and

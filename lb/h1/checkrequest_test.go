@@ -9,31 +9,35 @@ import (
 	"time"
 )
 
-// A method or a Host that HTTP/1.1 cannot carry, as HTTP/2 can hand them
+// A method, query or Host that HTTP/1.1 cannot carry, as HTTP/2 can hand them
 // to a handler: written into a request line or a Host field, each would be
 // read by a backend as something the client did not frame.
 var unsendable = []struct {
-	name, method, host string
+	name, method, host, query string
 }{
-	{"method with spaces (a second request line)", "GET /admin HTTP/1.1", "example.com"},
-	{"method with a tab", "GET\t/admin", "example.com"},
-	{"method with CRLF", "GET\r\nX: y", "example.com"},
-	{"method with a non-token byte", "G@T", "example.com"},
-	{"method empty", "", "example.com"},
-	{"method with a byte over 0x7f", "G\xc3\xa9T", "example.com"},
-	{"Host with a space", "GET", "a b"},
-	{"Host with a path", "GET", "example.com/admin"},
-	{"Host with userinfo", "GET", "user@example.com"},
-	{"Host with CRLF", "GET", "example.com\r\nX-Injected: 1"},
-	{"Host with a bad port", "GET", "example.com:8o"},
-	{"Host with only a port", "GET", ":80"},
-	{"Host with an unclosed IPv6 bracket", "GET", "[::1"},
+	{"query with a space (a second version)", "GET", "example.com", "a b HTTP/1.1"},
+	{"query with a tab", "GET", "example.com", "a\tb"},
+	{"query with CRLF", "GET", "example.com", "a\r\nX: y"},
+	{"query with DEL", "GET", "example.com", "a\x7f"},
+	{"method with spaces (a second request line)", "GET /admin HTTP/1.1", "example.com", ""},
+	{"method with a tab", "GET\t/admin", "example.com", ""},
+	{"method with CRLF", "GET\r\nX: y", "example.com", ""},
+	{"method with a non-token byte", "G@T", "example.com", ""},
+	{"method empty", "", "example.com", ""},
+	{"method with a byte over 0x7f", "G\xc3\xa9T", "example.com", ""},
+	{"Host with a space", "GET", "a b", ""},
+	{"Host with a path", "GET", "example.com/admin", ""},
+	{"Host with userinfo", "GET", "user@example.com", ""},
+	{"Host with CRLF", "GET", "example.com\r\nX-Injected: 1", ""},
+	{"Host with a bad port", "GET", "example.com:8o", ""},
+	{"Host with only a port", "GET", ":80", ""},
+	{"Host with an unclosed IPv6 bracket", "GET", "[::1", ""},
 }
 
 func TestCheckRequest_RefusesWhatHTTP1CannotCarry(t *testing.T) {
 	for _, tc := range unsendable {
 		t.Run(tc.name, func(t *testing.T) {
-			req := &http.Request{Method: tc.method, Host: tc.host, URL: &url.URL{Path: "/"}}
+			req := &http.Request{Method: tc.method, Host: tc.host, URL: &url.URL{Path: "/", RawQuery: tc.query}}
 			var he *Error
 			if err := CheckRequest(req); !errors.As(err, &he) || he.Kind != KindRequest {
 				t.Errorf("CheckRequest(%q, Host %q) = %v, want an *Error of KindRequest", tc.method, tc.host, err)
@@ -44,14 +48,14 @@ func TestCheckRequest_RefusesWhatHTTP1CannotCarry(t *testing.T) {
 
 func TestCheckRequest_TakesPlainRequests(t *testing.T) {
 	for _, tc := range []struct{ method, host string }{
-		{"GET", "example.com"},
+		{"GET", "example.com"}, // with the query below
 		{"PROPFIND", "example.com:8080"},
 		{"M-SEARCH", "[2001:db8::1]:443"},
 		{"PURGE", "10.0.0.1"},
 		{"GET", "my_service.internal"},
 		{"GET", ""}, // HTTP/1.0 without Host: written as the URL's host, or empty
 	} {
-		req := &http.Request{Method: tc.method, Host: tc.host, URL: &url.URL{Path: "/"}}
+		req := &http.Request{Method: tc.method, Host: tc.host, URL: &url.URL{Path: "/", RawQuery: "a=1;b=%zz&c=\"<>\xc3\xa9"}}
 		if err := CheckRequest(req); err != nil {
 			t.Errorf("CheckRequest(%q, Host %q) = %v, want nil", tc.method, tc.host, err)
 		}
@@ -69,7 +73,7 @@ func TestClient_SendsNothingCheckRequestRefuses(t *testing.T) {
 	cl := NewClient(ln.Addr().String())
 	defer cl.Close()
 	for _, tc := range unsendable {
-		req := &http.Request{Method: tc.method, Host: tc.host, URL: &url.URL{Scheme: "http", Host: ln.Addr().String(), Path: "/"}, Header: http.Header{}}
+		req := &http.Request{Method: tc.method, Host: tc.host, URL: &url.URL{Scheme: "http", Host: ln.Addr().String(), Path: "/", RawQuery: tc.query}, Header: http.Header{}}
 		resp, err := cl.RoundTrip(req, Timeouts{Response: 10 * time.Second}, new(Scratch))
 		var he *Error
 		if !errors.As(err, &he) || he.Kind != KindRequest {

@@ -61,9 +61,10 @@
 // connection is closed.
 //
 // Nothing else is sent either: Client.RoundTrip writes a request only when
-// CheckRequest finds its method a token and its Host a plain host, since a
-// request that did not come through Server (HTTP/2 carries a method as any
-// string) would otherwise put the client's bytes into the request line.
+// CheckRequest finds its method a token, its query free of spaces and
+// control bytes and its Host a plain host, since a request that did not
+// come through Server (HTTP/2 carries a method as any string) would
+// otherwise put the client's bytes into the request line.
 //
 // Reuse. A backend connection goes back to the idle pool only after a
 // plain, fully consumed exchange: the answer read to the end of its

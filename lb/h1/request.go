@@ -237,9 +237,11 @@ func setTarget(req *http.Request) *requestError {
 }
 
 // CheckRequest returns an *Error of KindRequest when req cannot be sent
-// to a backend as plain HTTP/1.1: its method is not a token, or its Host
-// (req.Host, else req.URL.Host) is neither empty nor a plain host (empty,
-// as HTTP/1.0 allows, the Host field is written empty). Server never hands a
+// to a backend as plain HTTP/1.1: its method is not a token, its query
+// holds a space or a control byte, or its Host (req.Host, else
+// req.URL.Host) is neither empty nor a plain host (empty, as HTTP/1.0
+// allows, the Host field is written empty). The path needs no check: it
+// is written escaped. Server never hands a
 // handler such a request, but HTTP/2 carries a method or an :authority as
 // any string, and written into a request line or a Host field such a
 // string is a second request line, or a target of the client's choosing
@@ -248,6 +250,11 @@ func setTarget(req *http.Request) *requestError {
 func CheckRequest(req *http.Request) error {
 	if !isToken(req.Method) {
 		return &Error{Kind: KindRequest, Reason: "method is not a token"}
+	}
+	for i := 0; i < len(req.URL.RawQuery); i++ {
+		if c := req.URL.RawQuery[i]; c <= ' ' || c == 0x7f {
+			return &Error{Kind: KindRequest, Reason: "target has a space or a control byte in its query"}
+		}
 	}
 	host := req.Host
 	if host == "" {

@@ -15,7 +15,7 @@ import (
 )
 
 // TestBalancer_RefusesOverHTTP2WhatHTTP1CannotCarry: HTTP/2 carries a
-// method or an :authority as any string without CR, LF or NUL, and
+// method, a query or an :authority as any string without CR, LF or NUL, and
 // net/http's server hands such a request to the handler. Written into the
 // backend's HTTP/1.1 request line or Host field, "GET /admin HTTP/1.1 X"
 // as a method makes the backend read a request for /admin. The balancer
@@ -36,15 +36,16 @@ func TestBalancer_RefusesOverHTTP2WhatHTTP1CannotCarry(t *testing.T) {
 	f := startTLSBalancer(t, b, true)
 	addr := strings.TrimPrefix(f.URL, "https://")
 
-	for _, tc := range []struct{ name, method, authority, want string }{
-		{"method with spaces", "GET /admin HTTP/1.1 X", "127.0.0.1", "method is not a token"},
-		{"method with a tab", "GET\t/admin", "127.0.0.1", "method is not a token"},
-		{"method with a non-token byte", "G@T", "127.0.0.1", "method is not a token"},
-		{"authority with a space and a path", "GET", "a b/admin", "Host is not a valid host"},
-		{"authority with a bad port", "GET", "127.0.0.1:8o", "Host is not a valid host"},
+	for _, tc := range []struct{ name, method, path, authority, want string }{
+		{"method with spaces", "GET /admin HTTP/1.1 X", "/public", "127.0.0.1", "method is not a token"},
+		{"method with a tab", "GET\t/admin", "/public", "127.0.0.1", "method is not a token"},
+		{"method with a non-token byte", "G@T", "/public", "127.0.0.1", "method is not a token"},
+		{"query with a space", "GET", "/public?a /admin HTTP/1.1", "127.0.0.1", "space or a control byte in its query"},
+		{"authority with a space and a path", "GET", "/public", "a b/admin", "Host is not a valid host"},
+		{"authority with a bad port", "GET", "/public", "127.0.0.1:8o", "Host is not a valid host"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := h2Exchange(t, addr, tc.method, "/public", tc.authority)
+			got := h2Exchange(t, addr, tc.method, tc.path, tc.authority)
 			if !strings.Contains(got, tc.want) {
 				t.Errorf("answer body %q, want the balancer's 400 saying %q", got, tc.want)
 			}
@@ -127,4 +128,46 @@ func h2Frame(b []byte, typ, flags byte, stream uint32, payload []byte) []byte {
 	b = append(b, byte(n>>16), byte(n>>8), byte(n), typ, flags)
 	b = binary.BigEndian.AppendUint32(b, stream)
 	return append(b, payload...)
+}
+
+// TestBalancer_PassesTheQueryAsSent: the backend gets the query the client
+// sent, byte for byte, on every front path. httputil.ReverseProxy would
+// re-encode a query with a ';' or a bad escape and drop what it cannot
+// parse.
+func TestBalancer_PassesTheQueryAsSent(t *testing.T) {
+	queries := []string{
+		"z=1&a=2;c=3",    // ';': re-encoded, sorted, "a=2;c=3" dropped
+		"a%zz=1&b=2",     // a bad escape: dropped
+		"b=2&a=1",        // order kept
+		"q=%3b%3B&r=a+b", // escapes as sent
+		"a=1&&b=",        // empty pairs
+		"",               // none
+	}
+	for _, fp := range frontPaths {
+		t.Run(fp.name, func(t *testing.T) {
+			got := make(chan string, 1)
+			be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				got <- r.URL.RawQuery
+			}))
+			defer be.Close()
+			f := fp.start(t, newBalancer(t, testConfig(t, be.URL), &logBuffer{}))
+			for _, q := range queries {
+				u := f.URL + "/x"
+				if q != "" {
+					u += "?" + q
+				}
+				resp, err := f.Client().Get(u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("?%s: status %d", q, resp.StatusCode)
+				}
+				if b := <-got; b != q {
+					t.Errorf("the backend got the query %q, want %q as sent", b, q)
+				}
+			}
+		})
+	}
 }
