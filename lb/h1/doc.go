@@ -55,10 +55,11 @@
 // framing is unambiguous: Content-Length of plain digits once, or
 // Transfer-Encoding "chunked" alone once, never both, no Transfer-Encoding
 // in HTTP/1.0; at most five interim (1xx) answers, and a 101 only when the
-// request asked to upgrade. HEAD, 1xx, 204 and 304 answers have no body
-// whatever their fields say. Anything else is refused: Client.RoundTrip
-// fails with an *Error of KindProtocol (the balancer answers 502), and the
-// connection is closed.
+// request asked to upgrade; no interim answer announcing a body. HEAD,
+// 1xx, 204 and 304 answers have no body whatever their fields say; a 204
+// that announces one, or a 304 a chunked one, is the connection's last.
+// Anything else is refused: Client.RoundTrip fails with an *Error of
+// KindProtocol (the balancer answers 502), and the connection is closed.
 //
 // Nothing else is sent either: Client.RoundTrip writes a request only when
 // CheckRequest finds its method a token, its query free of spaces and
