@@ -490,3 +490,47 @@ func TestBalancer_BackendAnsweringWhileReadingTheBodyGetsAllOfIt(t *testing.T) {
 		})
 	}
 }
+
+// TestBalancer_BackendThatStallsMidBodyIsCutAfterBackendResponse: a
+// backend that sends a head and part of its body, then nothing, has its
+// answer broken off once it has been silent for ResponseTimeout, as
+// nginx's proxy_read_timeout does, and the client is not held for as long
+// as it would wait. (Found by an attacker's review: with every timeout at
+// 5s, such a backend held a client for the client's own 90s.)
+func TestBalancer_BackendThatStallsMidBodyIsCutAfterBackendResponse(t *testing.T) {
+	for _, tc := range []struct{ name, head string }{
+		{"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2710\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			url := rawBackend(t, func(c net.Conn) {
+				if _, err := readHead(bufio.NewReader(c)); err != nil {
+					return
+				}
+				io.WriteString(c, tc.head+strings.Repeat("x", 10000))
+				<-release
+			})
+			logs := &logBuffer{}
+			cfg := testConfig(t, url)
+			cfg.ResponseTimeout = time.Second
+			bal := newBalancer(t, cfg, logs)
+			front := startBalancer(t, bal)
+			client := front.Client()
+			client.Timeout = failAfter // the test's own guard, far beyond the balancer's second
+			resp, err := client.Get(front.URL + "/stalls")
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			if err == nil || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Client.Timeout") {
+				t.Fatalf("the client's read ended with %v, want the balancer to break the answer off", err)
+			}
+			waitFor(t, "the abort to be logged", func() bool { return logs.count("path=/stalls") == 1 })
+			if logs.count("GET /stalls: backend "+url+" broke off the response after", "sent nothing for 1s in the middle of the body") != 1 {
+				t.Fatalf("want the abort explained, with the silence:\n%s", logs)
+			}
+		})
+	}
+}

@@ -157,7 +157,9 @@ func newPool(cfg Config, old *pool) (*pool, error) {
 		return nil, errors.Join(errs...)
 	}
 	p.policy = policy
-	p.timeouts = h1.Timeouts{Dial: cfg.DialTimeout, Response: cfg.ResponseTimeout, ExpectContinue: time.Second}
+	// backend_response bounds the wait for an answer's head and, as nginx's
+	// proxy_read_timeout does, each silence in the middle of its body.
+	p.timeouts = h1.Timeouts{Dial: cfg.DialTimeout, Response: cfg.ResponseTimeout, ExpectContinue: time.Second, BodyIdle: cfg.ResponseTimeout}
 	return p, nil
 }
 

@@ -50,10 +50,14 @@ func NewClient(addr string) *Client { return &Client{addr: addr} }
 // included); Response the wait for the response head, counted from Start
 // (zero: when RoundTrip begins; a caller that has just read the clock
 // saves a read); ExpectContinue the wait for a 100 Continue before the
-// body is sent anyway (default 1s). Zero Dial and Response mean none.
+// body is sent anyway (default 1s); BodyIdle the longest the backend may
+// send nothing in the middle of a response body (at least that, at most
+// half as long again: the deadline is moved only every BodyIdle/2, so that
+// a read of a flowing body costs no timer update). Zero Dial, Response and
+// BodyIdle mean none.
 type Timeouts struct {
-	Dial, Response, ExpectContinue time.Duration
-	Start                          time.Time
+	Dial, Response, ExpectContinue, BodyIdle time.Duration
+	Start                                    time.Time
 }
 
 const (

@@ -133,9 +133,15 @@ func (c *clientConn) roundTrip(req *http.Request, t Timeouts, sc *Scratch) (*htt
 		c.headSeen = true
 		c.mu.Unlock()
 	}
-	c.nc.SetReadDeadline(time.Time{}) // bodies may take their time
-	if ctx.Err() != nil {
-		c.abort() // cancelled while the deadline was cleared: keep it cancelled
+	if t.BodyIdle <= 0 || resp.StatusCode == http.StatusSwitchingProtocols {
+		// Bodies may take their time, and an upgraded connection may idle.
+		// Otherwise the response deadline stays until the body's first read
+		// that may block sets its own (respBody.armIdle): a body that came
+		// with its head costs no timer update.
+		c.nc.SetReadDeadline(time.Time{})
+		if ctx.Err() != nil {
+			c.abort() // cancelled while the deadline was cleared: keep it cancelled
+		}
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		stop() // the connection is the caller's now, to relay and close
@@ -143,7 +149,7 @@ func (c *clientConn) roundTrip(req *http.Request, t Timeouts, sc *Scratch) (*htt
 		return resp, nil
 	}
 	b := &sc.body
-	*b = respBody{c: c, stop: stop, framing: p.framing, left: p.length, resp: resp, reuse: !p.closeConn}
+	*b = respBody{c: c, stop: stop, framing: p.framing, left: p.length, resp: resp, reuse: !p.closeConn, idle: t.BodyIdle}
 	if p.framing == respChunked {
 		b.ch = chunkedReader{br: c.br, trailerLimit: maxResponseHead, trailerTo: &resp.Trailer}
 	}
@@ -476,11 +482,18 @@ type respBody struct {
 	resp    *http.Response
 	reuse   bool // the head allows the connection to carry another request
 	done    bool
+	idle    time.Duration // Timeouts.BodyIdle
+	rearm   time.Time     // when the read deadline is next moved
 }
 
 func (b *respBody) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
+	}
+	if b.idle > 0 && (b.framing == respChunked || b.c.br.Buffered() == 0) {
+		// This read may wait for the backend (a chunked one may, even with
+		// bytes buffered: the rest of a line or a chunk).
+		b.armIdle()
 	}
 	n, err := b.readFraming(p)
 	switch {
@@ -491,6 +504,24 @@ func (b *respBody) Read(p []byte) (int, error) {
 		err = b.bodyError(err)
 	}
 	return n, err
+}
+
+// armIdle makes a backend that sends nothing for b.idle in the middle of
+// its body fail the read, as nginx's proxy_read_timeout does: otherwise a
+// stalled backend holds the client, the connection and the goroutine for
+// as long as the client waits. The deadline is set one and a half idle
+// periods ahead and moved only once half a period has passed, so a wait
+// that begins before the next move still has a whole period.
+func (b *respBody) armIdle() {
+	now := time.Now()
+	if now.Before(b.rearm) {
+		return
+	}
+	b.rearm = now.Add(b.idle / 2)
+	b.c.nc.SetReadDeadline(now.Add(b.idle + b.idle/2))
+	if req := b.resp.Request; req != nil && req.Context().Err() != nil {
+		b.c.abort() // cancelled just before the deadline moved: keep it cancelled
+	}
 }
 
 // readFraming reads the next part of the body as its framing says.
@@ -528,6 +559,8 @@ func (b *respBody) bodyError(err error) error {
 		return &Error{Kind: KindProtocol, Reason: "sent a body with " + fe.Error(), Err: err}
 	case b.resp.Request != nil && b.resp.Request.Context().Err() != nil:
 		return &Error{Kind: KindCanceled, Reason: "was sending a body when the request was canceled", Err: err}
+	case b.idle > 0 && isTimeout(err):
+		return &Error{Kind: KindTimeout, Reason: "sent nothing for " + b.idle.String() + " in the middle of the body", Err: err}
 	}
 	return &Error{Kind: KindClosed, Reason: closedReason(err, "in the middle of the body"), Err: err}
 }
