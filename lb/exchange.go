@@ -122,12 +122,13 @@ func (ex *exchange) rewrite(pr *httputil.ProxyRequest) {
 	// backend would be asked something the client did not ask. The query
 	// goes as sent, as nginx and HAProxy pass it; h1 has checked its bytes.
 	out.URL.RawQuery = in.URL.RawQuery
-	if up, ok := out.Header["Upgrade"]; ok && (len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket")) {
+	if up, ok := out.Header["Upgrade"]; ok && (len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket") || !in.ProtoAtLeast(1, 1)) {
 		// Only WebSocket upgrades pass. Any other, h2c above all, would open
 		// a tunnel to the backend whose requests pass the rate limiter and
 		// the access log unseen ("h2c smuggling"); the request goes on
 		// as a plain one (ReverseProxy has dropped HTTP2-Settings, which
-		// Connection lists).
+		// Connection lists). An HTTP/1.0 request's Upgrade is ignored, as
+		// RFC 9110 section 7.8 says: its client cannot take a 101.
 		delete(out.Header, "Upgrade")
 		delete(out.Header, "Connection")
 	}
@@ -306,15 +307,20 @@ func (ex *exchange) errorHandler(w http.ResponseWriter, req *http.Request, err e
 	WriteError(w, status, msg)
 }
 
-// refuse answers 400 to a request that h1.CheckRequest refuses: one that
-// HTTP/2 can carry and HTTP/1.1 cannot, such as a method with spaces.
-// Forwarded, it would be a second request line.
+// refuse answers 400 (CONNECT: 501) to a request that h1.CheckRequest
+// refuses: one that HTTP/2 can carry and HTTP/1.1 cannot, such as a method
+// with spaces (forwarded, it would be a second request line), or one that
+// h1.Server refuses from HTTP/1.1 clients.
 func (ex *exchange) refuse(err error) {
-	if ok, n := ex.b.logFailed.allow(time.Now()); ok {
-		ex.b.log.Warn(fmt.Sprintf("%q %q: refused: %v; answered 400%s",
-			ex.in.Method, ex.in.URL.Path, err, more(n)), "status", http.StatusBadRequest, "event", "bad_request")
+	status, what := http.StatusBadRequest, "bad request: the "
+	if ex.in.Method == http.MethodConnect {
+		status, what = http.StatusNotImplemented, "not implemented: the " // as h1.Server answers it
 	}
-	WriteError(&ex.rw, http.StatusBadRequest, "bad request: the "+strings.TrimPrefix(err.Error(), "h1: "))
+	if ok, n := ex.b.logFailed.allow(time.Now()); ok {
+		ex.b.log.Warn(fmt.Sprintf("%q %q: refused: %v; answered %d%s",
+			ex.in.Method, ex.in.URL.Path, err, status, more(n)), "status", status, "event", "bad_request")
+	}
+	WriteError(&ex.rw, status, what+strings.TrimPrefix(err.Error(), "h1: "))
 }
 
 // noBackend answers 503 when the policy finds no healthy backend.

@@ -40,7 +40,14 @@ func TestBalancer_RefusesOverHTTP2WhatHTTP1CannotCarry(t *testing.T) {
 		{"method with spaces", "GET /admin HTTP/1.1 X", "/public", "127.0.0.1", "method is not a token"},
 		{"method with a tab", "GET\t/admin", "/public", "127.0.0.1", "method is not a token"},
 		{"method with a non-token byte", "G@T", "/public", "127.0.0.1", "method is not a token"},
-		{"query with a space", "GET", "/public?a /admin HTTP/1.1", "127.0.0.1", "space or a control byte in its query"},
+		{"query with a space", "GET", "/public?a /admin HTTP/1.1", "127.0.0.1", "a space, a control byte or a fragment in its query"},
+		{"query with a fragment", "GET", "/public?a#b", "127.0.0.1", "a space, a control byte or a fragment in its query"},
+		{"target * for GET", "GET", "*", "127.0.0.1", "target * is for OPTIONS only"},
+		// No :path or :scheme, as RFC 9113 section 8.5 has it; h1.Server
+		// answers CONNECT with 501, and so does the balancer. (Found by an
+		// attacker's review: it was forwarded as "CONNECT / HTTP/1.1", and
+		// a backend's 2xx with a Content-Length put the tunnel in the pool.)
+		{"CONNECT", "CONNECT", "", "127.0.0.1:9", "not implemented: the request method CONNECT is not proxied"},
 		{"authority with a space and a path", "GET", "/public", "a b/admin", "Host is not a valid host"},
 		{"authority with a bad port", "GET", "/public", "127.0.0.1:8o", "Host is not a valid host"},
 	} {
@@ -64,6 +71,7 @@ func TestBalancer_RefusesOverHTTP2WhatHTTP1CannotCarry(t *testing.T) {
 // h2Exchange sends one request over HTTP/2 made by hand (net/http's client
 // refuses to send a method that is not a token) and returns the body of
 // stream 1's answer, or "reset" when the stream or connection is reset.
+// An empty path sends neither :path nor :scheme, as for CONNECT.
 // Fields are sent as HPACK literals without indexing or Huffman coding.
 func h2Exchange(t *testing.T, addr, method, path, authority string) string {
 	t.Helper()
@@ -76,8 +84,12 @@ func h2Exchange(t *testing.T, addr, method, path, authority string) string {
 		t.Fatalf("ALPN chose %q, want h2", p)
 	}
 	c.SetDeadline(time.Now().Add(failAfter))
+	fields := [][2]string{{":method", method}, {":scheme", "https"}, {":path", path}, {":authority", authority}}
+	if path == "" {
+		fields = [][2]string{{":method", method}, {":authority", authority}} // CONNECT
+	}
 	var block []byte
-	for _, f := range [][2]string{{":method", method}, {":scheme", "https"}, {":path", path}, {":authority", authority}} {
+	for _, f := range fields {
 		block = append(block, 0) // literal field without indexing, new name
 		block = hpackString(block, f[0])
 		block = hpackString(block, f[1])
@@ -169,5 +181,35 @@ func TestBalancer_PassesTheQueryAsSent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBalancer_IgnoresUpgradeFromHTTP10: RFC 9110 section 7.8, a server
+// ignores Upgrade in an HTTP/1.0 request, whose client cannot take a 101.
+// (Found by an attacker's review: it was passed on, the client got a 101,
+// and the request pipelined after it went into the tunnel. nginx 1.22 does
+// the same; HAProxy 2.6 answers 400.)
+func TestBalancer_IgnoresUpgradeFromHTTP10(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path+" upgrade="+r.Header.Get("Upgrade"))
+	}))
+	defer be.Close()
+	f := startBalancer(t, newBalancer(t, testConfig(t, be.URL), &logBuffer{}))
+	c, err := net.Dial("tcp", f.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(failAfter))
+	io.WriteString(c, "GET /ws HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"+
+		"GET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(b) != "/ws upgrade=" {
+		t.Fatalf("an HTTP/1.0 request asking to upgrade got %d %q, want the backend's 200 for a plain request", resp.StatusCode, b)
 	}
 }

@@ -19,6 +19,8 @@ var unsendable = []struct {
 	{"query with a tab", "GET", "example.com", "a\tb"},
 	{"query with CRLF", "GET", "example.com", "a\r\nX: y"},
 	{"query with DEL", "GET", "example.com", "a\x7f"},
+	{"query with a fragment", "GET", "example.com", "a#b"},
+	{"CONNECT", "CONNECT", "example.com:443", ""},
 	{"method with spaces (a second request line)", "GET /admin HTTP/1.1", "example.com", ""},
 	{"method with a tab", "GET\t/admin", "example.com", ""},
 	{"method with CRLF", "GET\r\nX: y", "example.com", ""},
@@ -47,15 +49,16 @@ func TestCheckRequest_RefusesWhatHTTP1CannotCarry(t *testing.T) {
 }
 
 func TestCheckRequest_TakesPlainRequests(t *testing.T) {
-	for _, tc := range []struct{ method, host string }{
-		{"GET", "example.com"}, // with the query below
-		{"PROPFIND", "example.com:8080"},
-		{"M-SEARCH", "[2001:db8::1]:443"},
-		{"PURGE", "10.0.0.1"},
-		{"GET", "my_service.internal"},
-		{"GET", ""}, // HTTP/1.0 without Host: written as the URL's host, or empty
+	for _, tc := range []struct{ method, host, path string }{
+		{"GET", "example.com", "/"}, // each with the query below
+		{"PROPFIND", "example.com:8080", "/"},
+		{"M-SEARCH", "[2001:db8::1]:443", "/"},
+		{"PURGE", "10.0.0.1", "/"},
+		{"GET", "my_service.internal", "/"},
+		{"GET", "", "/"}, // HTTP/1.0 without Host: written as the URL's host, or empty
+		{"OPTIONS", "example.com", "*"},
 	} {
-		req := &http.Request{Method: tc.method, Host: tc.host, URL: &url.URL{Path: "/", RawQuery: "a=1;b=%zz&c=\"<>\xc3\xa9"}}
+		req := &http.Request{Method: tc.method, Host: tc.host, URL: &url.URL{Path: tc.path, RawQuery: "a=1;b=%zz&c=\"<>\xc3\xa9"}}
 		if err := CheckRequest(req); err != nil {
 			t.Errorf("CheckRequest(%q, Host %q) = %v, want nil", tc.method, tc.host, err)
 		}

@@ -62,10 +62,11 @@
 // KindProtocol (the balancer answers 502), and the connection is closed.
 //
 // Nothing else is sent either: Client.RoundTrip writes a request only when
-// CheckRequest finds its method a token, its query free of spaces and
-// control bytes and its Host a plain host, since a request that did not
-// come through Server (HTTP/2 carries a method as any string) would
-// otherwise put the client's bytes into the request line.
+// CheckRequest finds its method a token other than CONNECT, its target
+// plain (* only for OPTIONS; a query free of spaces, control bytes and
+// '#') and its Host a plain host, since a request that did not come
+// through Server (HTTP/2 carries a method as any string) would otherwise
+// put the client's bytes into the request line, or open a tunnel.
 //
 // Reuse. A backend connection goes back to the idle pool only after a
 // plain, fully consumed exchange: the answer read to the end of its

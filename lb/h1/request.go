@@ -237,8 +237,9 @@ func setTarget(req *http.Request) *requestError {
 }
 
 // CheckRequest returns an *Error of KindRequest when req cannot be sent
-// to a backend as plain HTTP/1.1: its method is not a token, its query
-// holds a space or a control byte, or its Host (req.Host, else
+// to a backend as plain HTTP/1.1, or is refused as Server refuses it: its
+// method is not a token or is CONNECT, its target is * but for OPTIONS,
+// its query holds a space, a control byte or a '#', or its Host (req.Host, else
 // req.URL.Host) is neither empty nor a plain host (empty, as HTTP/1.0
 // allows, the Host field is written empty). The path needs no check: it
 // is written escaped. Server never hands a
@@ -251,9 +252,17 @@ func CheckRequest(req *http.Request) error {
 	if !isToken(req.Method) {
 		return &Error{Kind: KindRequest, Reason: "method is not a token"}
 	}
+	if req.Method == http.MethodConnect {
+		// A 2xx to CONNECT makes the connection a tunnel whatever its
+		// fields say (RFC 9112 section 6.3): never one for the idle pool.
+		return &Error{Kind: KindRequest, Reason: "method CONNECT is not proxied: this is a reverse proxy"}
+	}
+	if req.URL.Path == "*" && req.Method != http.MethodOptions {
+		return &Error{Kind: KindRequest, Reason: "target * is for OPTIONS only"}
+	}
 	for i := 0; i < len(req.URL.RawQuery); i++ {
-		if c := req.URL.RawQuery[i]; c <= ' ' || c == 0x7f {
-			return &Error{Kind: KindRequest, Reason: "target has a space or a control byte in its query"}
+		if c := req.URL.RawQuery[i]; c <= ' ' || c == 0x7f || c == '#' {
+			return &Error{Kind: KindRequest, Reason: "target has a space, a control byte or a fragment in its query"}
 		}
 	}
 	host := req.Host
