@@ -321,3 +321,27 @@ func TestTLS_RedirectHTTPAnswers308ToHTTPS(t *testing.T) {
 		}
 	}
 }
+
+// TestCertificate_DescribeNamesWhatClientsCheck: the log line for a
+// certificate lists its DNS and IP names, and says so when it has none
+// (clients check those, not the common name), without touching the
+// certificate's own lists.
+func TestCertificate_DescribeNamesWhatClientsCheck(t *testing.T) {
+	leaf := &x509.Certificate{
+		DNSNames:    make([]string, 1, 4), // spare room an append could write into
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotAfter:    time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC),
+	}
+	leaf.DNSNames[0] = "example.com"
+	c := &certificate{Certificate: tls.Certificate{Leaf: leaf}, certFile: "cert.pem"}
+	if got, want := c.describe(), "cert.pem (example.com, 127.0.0.1; expires 2030-01-02)"; got != want {
+		t.Errorf("describe() = %q, want %q", got, want)
+	}
+	if spare := leaf.DNSNames[:2]; spare[1] != "" {
+		t.Errorf("describe wrote %q into the certificate's DNSNames", spare[1])
+	}
+	c.Leaf = &x509.Certificate{Subject: pkix.Name{CommonName: "example.com"}, NotAfter: leaf.NotAfter}
+	if got := c.describe(); !strings.Contains(got, "no DNS or IP names") {
+		t.Errorf("describe() = %q for a certificate with only a common name, want it to say it has no names", got)
+	}
+}

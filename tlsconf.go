@@ -70,11 +70,17 @@ type certificate struct {
 // describe names the certificate for the log: subject, names and expiry.
 func (c *certificate) describe() string {
 	leaf := c.Leaf
-	names := leaf.DNSNames
+	names := make([]string, 0, len(leaf.DNSNames)+len(leaf.IPAddresses))
+	names = append(names, leaf.DNSNames...)
 	for _, ip := range leaf.IPAddresses {
 		names = append(names, ip.String())
 	}
-	return fmt.Sprintf("%s (%s; expires %s)", c.certFile, strings.Join(names, ", "), leaf.NotAfter.UTC().Format(time.DateOnly))
+	list := strings.Join(names, ", ")
+	if list == "" {
+		// Clients check the subject alternative names, not the common name.
+		list = "no DNS or IP names: clients that verify it will refuse it"
+	}
+	return fmt.Sprintf("%s (%s; expires %s)", c.certFile, list, leaf.NotAfter.UTC().Format(time.DateOnly))
 }
 
 // loadCertificate reads the key pair t names, relative paths against the
