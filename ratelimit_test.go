@@ -122,8 +122,9 @@ func TestApp_ListedClientsKeepTheirLimitsWhenTheTableIsFull(t *testing.T) {
 	}
 }
 
-// TestApp_OneClientOneKey: a repeated API key header is a 400 and never
-// reaches the backend; addresses of one IPv6 /64 share one bucket.
+// TestApp_OneClientOneKey: a repeated API key header (two lines, a list
+// on one, or a second spelling with '_') is a 400 and never reaches the
+// backend; addresses of one IPv6 /64 share one bucket.
 func TestApp_OneClientOneKey(t *testing.T) {
 	var reached atomic.Int64
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -134,9 +135,18 @@ func TestApp_OneClientOneKey(t *testing.T) {
 	}))
 	t.Cleanup(be.Close)
 	r := startAbuseApp(t, `, "rate_limit": {"enabled": true, "capacity": 3, "refill_rate": 0.01, "trusted_proxies": ["127.0.0.1/32"]}`, be.URL)
-	resp, body := rawExchange(t, r.Addr(), "GET / HTTP/1.1\r\nHost: x\r\nX-API-Key: fresh-1\r\nX-API-Key: real\r\n\r\n")
-	if resp.StatusCode != 400 || !strings.Contains(body, "repeated") || reached.Load() != 0 {
-		t.Fatalf("two X-API-Key headers: %d %q, backend reached %d times; want 400", resp.StatusCode, body, reached.Load())
+	for _, tc := range []struct{ name, fields, says string }{
+		{"two X-API-Key headers", "X-API-Key: fresh-1\r\nX-API-Key: real\r\n", "repeated"},
+		// What follows was found by an operator's review: each got a fresh
+		// bucket, or none, while a backend could read the key it wanted.
+		{"a list on one line", "X-API-Key: real, fresh-2\r\n", "holds a list"},
+		{"a second spelling with '_'", "X-API-Key: fresh-3\r\nX_API_Key: real\r\n", "spelt with '_'"},
+		{"only a spelling with '_'", "X_Api-Key: real\r\n", "spelt with '_'"},
+	} {
+		resp, body := rawExchange(t, r.Addr(), "GET / HTTP/1.1\r\nHost: x\r\n"+tc.fields+"\r\n")
+		if resp.StatusCode != 400 || !strings.Contains(body, tc.says) || reached.Load() != 0 {
+			t.Fatalf("%s: %d %q, backend reached %d times; want 400 saying %q", tc.name, resp.StatusCode, body, reached.Load(), tc.says)
+		}
 	}
 	admitted := 0
 	for i := range 6 {

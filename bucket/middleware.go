@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -58,7 +59,13 @@ type Gate struct {
 	hdr atomic.Pointer[headerName] // KeyHeader in canonical form, computed once
 }
 
-type headerName struct{ raw, canon string }
+// headerName is KeyHeader canonical, and the canonical forms of its other
+// spellings with '_' for '-' (X_API_Key is "X_api_key"), which CGI, WSGI,
+// PHP and Rack backends read as the same field.
+type headerName struct {
+	raw, canon string
+	alts       []string
+}
 
 // Verdict is what Check decided, for the caller and its access log.
 type Verdict struct {
@@ -93,15 +100,28 @@ func KeyTag(key string) string {
 // allocates nothing beyond what ClientIP does.
 func (g *Gate) Check(w http.ResponseWriter, r *http.Request) Verdict {
 	v := Verdict{Kind: KeyIP}
-	if name := g.keyHeader(); name != "" {
-		if vs := r.Header[name]; len(vs) > 1 {
+	if h := g.keyHeader(); h != nil {
+		vs := r.Header[h.canon]
+		n := len(vs)
+		for _, alt := range h.alts {
+			n += len(r.Header[alt])
+		}
+		if n > len(vs) || n > 1 {
 			// The limiter would count one value while the backend sees all:
-			// a client could send a fresh first one each time.
-			writeError(w, http.StatusBadRequest, g.KeyHeader+" header is repeated; send it once")
+			// a client could send a fresh first one each time. A spelling
+			// with '_' is the same field to many backends, and not to us.
+			writeError(w, http.StatusBadRequest, g.KeyHeader+" header is repeated, or spelt with '_'; send it once, as "+g.KeyHeader)
 			v.Kind, v.Status = KeyAPI, http.StatusBadRequest
 			return v
 		} else if len(vs) == 1 && vs[0] != "" {
 			v.Kind = KeyAPI
+			if strings.IndexByte(vs[0], ',') >= 0 {
+				// "a, b" is how a list is sent on one line, and means what
+				// two lines do (RFC 9110 section 5.3).
+				writeError(w, http.StatusBadRequest, g.KeyHeader+" header holds a list (a comma); send one key")
+				v.Status = http.StatusBadRequest
+				return v
+			}
 			if max := g.maxKeyLen(); len(vs[0]) > max {
 				writeError(w, http.StatusBadRequest, g.KeyHeader+" header is longer than "+strconv.Itoa(max)+" bytes")
 				v.Status = http.StatusBadRequest
@@ -144,16 +164,30 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 	})
 }
 
-func (g *Gate) keyHeader() string {
+func (g *Gate) keyHeader() *headerName {
 	if g.KeyHeader == "" {
-		return ""
+		return nil
 	}
 	if h := g.hdr.Load(); h != nil && h.raw == g.KeyHeader {
-		return h.canon
+		return h
 	}
-	h := &headerName{g.KeyHeader, http.CanonicalHeaderKey(g.KeyHeader)}
+	h := &headerName{raw: g.KeyHeader, canon: http.CanonicalHeaderKey(g.KeyHeader)}
+	// Every spelling with some of the '-' as '_': at most 2^4 - 1 of them.
+	dashes := strings.Count(h.raw, "-")
+	for mask := 1; mask < 1<<min(dashes, 4); mask++ {
+		b, d := []byte(h.raw), 0
+		for i, c := range b {
+			if c == '-' {
+				if mask&(1<<d) != 0 {
+					b[i] = '_'
+				}
+				d++
+			}
+		}
+		h.alts = append(h.alts, http.CanonicalHeaderKey(string(b)))
+	}
 	g.hdr.Store(h)
-	return h.canon
+	return h
 }
 
 func (g *Gate) maxKeyLen() int {

@@ -316,7 +316,7 @@ func TestBalancer_XForwardedHeaders(t *testing.T) {
 		json.NewEncoder(w).Encode(map[string]string{
 			"xff": r.Header.Get("X-Forwarded-For"), "host": r.Host,
 			"xfh": r.Header.Get("X-Forwarded-Host"), "xfp": r.Header.Get("X-Forwarded-Proto"),
-			"forwarded": r.Header.Get("Forwarded"),
+			"forwarded": r.Header.Get("Forwarded"), "xri": r.Header.Get("X-Real-IP"),
 		})
 	}))
 	tests := []struct {
@@ -325,12 +325,14 @@ func TestBalancer_XForwardedHeaders(t *testing.T) {
 		in      map[string]string
 		want    map[string]string
 	}{
+		// X-Real-IP, the nginx convention many backends read, was passed
+		// on from anyone (found by an operator's review).
 		{"untrusted peer: spoofed headers replaced", false,
-			map[string]string{"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "Forwarded": "for=6.6.6.6"},
-			map[string]string{"xff": "127.0.0.1", "xfp": "http", "xfh": "shop.example", "host": "shop.example", "forwarded": ""}},
+			map[string]string{"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "Forwarded": "for=6.6.6.6", "X-Real-IP": "6.6.6.6"},
+			map[string]string{"xff": "127.0.0.1", "xfp": "http", "xfh": "shop.example", "host": "shop.example", "forwarded": "", "xri": ""}},
 		{"trusted peer: chain kept and peer appended", true,
-			map[string]string{"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
-			map[string]string{"xff": "203.0.113.7, 127.0.0.1", "xfp": "https", "xfh": "shop.example", "host": "shop.example"}},
+			map[string]string{"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Real-IP": "203.0.113.7"},
+			map[string]string{"xff": "203.0.113.7, 127.0.0.1", "xfp": "https", "xfh": "shop.example", "host": "shop.example", "xri": "203.0.113.7"}},
 		{"trusted peer without headers", true, nil,
 			map[string]string{"xff": "127.0.0.1", "xfp": "http", "xfh": "shop.example", "host": "shop.example"}},
 	}
