@@ -122,9 +122,10 @@ func TestApp_ListedClientsKeepTheirLimitsWhenTheTableIsFull(t *testing.T) {
 	}
 }
 
-// TestApp_OneClientOneKey: a repeated API key header (two lines, a list
-// on one, or a second spelling with '_') is a 400 and never reaches the
-// backend; addresses of one IPv6 /64 share one bucket.
+// TestApp_OneClientOneKey: a repeated API key header (two lines, or a list
+// on one) is a 400 and never reaches the backend; addresses of one IPv6
+// /64 share one bucket. (A spelling with '_' never reaches the limiter or
+// the backend: TestBalancer_LeavesOutNamesWithUnderscores in lb.)
 func TestApp_OneClientOneKey(t *testing.T) {
 	var reached atomic.Int64
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -140,8 +141,6 @@ func TestApp_OneClientOneKey(t *testing.T) {
 		// What follows was found by an operator's review: each got a fresh
 		// bucket, or none, while a backend could read the key it wanted.
 		{"a list on one line", "X-API-Key: real, fresh-2\r\n", "holds a list"},
-		{"a second spelling with '_'", "X-API-Key: fresh-3\r\nX_API_Key: real\r\n", "spelt with '_'"},
-		{"only a spelling with '_'", "X_Api-Key: real\r\n", "spelt with '_'"},
 	} {
 		resp, body := rawExchange(t, r.Addr(), "GET / HTTP/1.1\r\nHost: x\r\n"+tc.fields+"\r\n")
 		if resp.StatusCode != 400 || !strings.Contains(body, tc.says) || reached.Load() != 0 {

@@ -59,13 +59,7 @@ type Gate struct {
 	hdr atomic.Pointer[headerName] // KeyHeader in canonical form, computed once
 }
 
-// headerName is KeyHeader canonical, and the canonical forms of its other
-// spellings with '_' for '-' (X_API_Key is "X_api_key"), which CGI, WSGI,
-// PHP and Rack backends read as the same field.
-type headerName struct {
-	raw, canon string
-	alts       []string
-}
+type headerName struct{ raw, canon string }
 
 // Verdict is what Check decided, for the caller and its access log.
 type Verdict struct {
@@ -100,34 +94,31 @@ func KeyTag(key string) string {
 // allocates nothing beyond what ClientIP does.
 func (g *Gate) Check(w http.ResponseWriter, r *http.Request) Verdict {
 	v := Verdict{Kind: KeyIP}
-	if h := g.keyHeader(); h != nil {
-		vs := r.Header[h.canon]
-		n := len(vs)
-		for _, alt := range h.alts {
-			n += len(r.Header[alt])
-		}
-		if n > len(vs) || n > 1 {
+	// A spelling with '_' (X_API_Key) is the same field to CGI, WSGI, PHP
+	// and Rack backends, and not to this: the balancer's fronts leave such
+	// names out (lb/h1's parseFields), as nginx does.
+	if name := g.keyHeader(); name != "" {
+		if vs := r.Header[name]; len(vs) > 1 {
 			// The limiter would count one value while the backend sees all:
-			// a client could send a fresh first one each time. A spelling
-			// with '_' is the same field to many backends, and not to us.
-			writeError(w, http.StatusBadRequest, g.KeyHeader+" header is repeated, or spelt with '_'; send it once, as "+g.KeyHeader)
+			// a client could send a fresh first one each time.
+			writeError(w, http.StatusBadRequest, g.KeyHeader+" header is repeated; send it once")
 			v.Kind, v.Status = KeyAPI, http.StatusBadRequest
 			return v
-		} else if len(vs) == 1 && vs[0] != "" {
+		} else if key := trimOWS(firstOf(vs)); key != "" { // what the backend gets, from HTTP/2 too
 			v.Kind = KeyAPI
-			if strings.IndexByte(vs[0], ',') >= 0 {
+			if strings.IndexByte(key, ',') >= 0 {
 				// "a, b" is how a list is sent on one line, and means what
 				// two lines do (RFC 9110 section 5.3).
 				writeError(w, http.StatusBadRequest, g.KeyHeader+" header holds a list (a comma); send one key")
 				v.Status = http.StatusBadRequest
 				return v
 			}
-			if max := g.maxKeyLen(); len(vs[0]) > max {
+			if max := g.maxKeyLen(); len(key) > max {
 				writeError(w, http.StatusBadRequest, g.KeyHeader+" header is longer than "+strconv.Itoa(max)+" bytes")
 				v.Status = http.StatusBadRequest
 				return v
 			}
-			v.Key = vs[0]
+			v.Key = key
 			if g.UnlistedKeysByIP && !g.Limiter.HasLimits(KeyAPI, v.Key) {
 				v.Kind, v.Key = KeyIP, ""
 			}
@@ -164,30 +155,37 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 	})
 }
 
-func (g *Gate) keyHeader() *headerName {
+func (g *Gate) keyHeader() string {
 	if g.KeyHeader == "" {
-		return nil
+		return ""
 	}
 	if h := g.hdr.Load(); h != nil && h.raw == g.KeyHeader {
-		return h
+		return h.canon
 	}
-	h := &headerName{raw: g.KeyHeader, canon: http.CanonicalHeaderKey(g.KeyHeader)}
-	// Every spelling with some of the '-' as '_': at most 2^4 - 1 of them.
-	dashes := strings.Count(h.raw, "-")
-	for mask := 1; mask < 1<<min(dashes, 4); mask++ {
-		b, d := []byte(h.raw), 0
-		for i, c := range b {
-			if c == '-' {
-				if mask&(1<<d) != 0 {
-					b[i] = '_'
-				}
-				d++
-			}
-		}
-		h.alts = append(h.alts, http.CanonicalHeaderKey(string(b)))
-	}
+	h := &headerName{g.KeyHeader, http.CanonicalHeaderKey(g.KeyHeader)}
 	g.hdr.Store(h)
-	return h
+	return h.canon
+}
+
+// trimOWS trims spaces and tabs (RFC 9110's optional whitespace), as the
+// backend client does before it writes a value: an HTTP/2 client may send
+// "K " and "K\t", which are K to the backend and must be K here.
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// firstOf returns vs's first value, or "".
+func firstOf(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
 }
 
 func (g *Gate) maxKeyLen() int {

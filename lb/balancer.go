@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,14 +174,8 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := b.exchanges.Get().(*exchange)
 	ex.begin(w, r, b.pool.Load())
 	defer b.finish(ex)
-	if r.ProtoMajor != 1 {
-		// HTTP/2 carries what HTTP/1.1 cannot (a method with spaces): refuse
-		// it here, before admission. h1.Server has refused it already, and
-		// the client refuses to send it whatever its source.
-		if err := h1.CheckRequest(r); err != nil {
-			ex.refuse(err)
-			return
-		}
+	if r.ProtoMajor != 1 && !b.plainHTTP2(ex, r) {
+		return
 	}
 	if b.opts.Admit != nil {
 		ex.rw.admitting = true
@@ -206,6 +202,31 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = ex.body
 	}
 	ex.rp.ServeHTTP(&ex.rw, r)
+}
+
+// plainHTTP2 holds a request that came over HTTP/2 to the rules h1.Server
+// applies to HTTP/1.1 ones, and answers it when it cannot go on: HTTP/2
+// carries what HTTP/1.1 cannot (a method with spaces: h1.CheckRequest),
+// more than 100 fields in a small block (HPACK repeats an indexed one:
+// 431), and names with '_', which h1.Server leaves out (see parseFields in
+// lb/h1) and so does this.
+func (b *Balancer) plainHTTP2(ex *exchange, r *http.Request) bool {
+	if err := h1.CheckRequest(r); err != nil {
+		ex.refuse(err)
+		return false
+	}
+	n := 0
+	for k, vv := range r.Header {
+		n += len(vv)
+		if strings.IndexByte(k, '_') >= 0 {
+			delete(r.Header, k)
+		}
+	}
+	if n > h1.MaxFields {
+		WriteError(&ex.rw, http.StatusRequestHeaderFieldsTooLarge, "request header fields too large: more than "+strconv.Itoa(h1.MaxFields)+" fields")
+		return false
+	}
+	return true
 }
 
 // finish runs after every request, also when ReverseProxy aborts the

@@ -160,6 +160,11 @@ func viaNetHTTP(raw string) []seenReq {
 		if len(req.TransferEncoding) > 0 {
 			delete(hdr, "Transfer-Encoding")
 		}
+		for k := range hdr {
+			if strings.Contains(k, "_") {
+				delete(hdr, k) // the Server leaves these out (parseFields)
+			}
+		}
 		got = append(got, seenReq{req.Method, req.RequestURI, req.Host, req.Proto, hdr, string(b)})
 	}
 }

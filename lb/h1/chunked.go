@@ -285,7 +285,7 @@ func (r *chunkedReader) readTrailer() error {
 	if len(sec) == 2 {
 		return nil // no trailer fields: the common case
 	}
-	fields, err := parseFields(sec, 0, nil)
+	fields, err := parseFields(sec, 0, nil, false)
 	if err != nil {
 		return framingf("trailer: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -302,7 +303,15 @@ func (c *clientConn) writeHead(req *http.Request, hasBody bool) {
 	if req.URL.Path == "*" && req.Method == http.MethodOptions {
 		w.WriteByte('*')
 	} else {
-		path := req.URL.EscapedPath()
+		// The path as the client sent it: EscapedPath re-encodes the
+		// decoded path when the raw one has a byte it would escape (any
+		// byte over 0x7f, which Server accepts), and so turns "..%2f" into
+		// "../" and "%3b" into ";", a path the backend was not asked for.
+		// CheckRequest has made sure RawPath holds no space or control.
+		path := req.URL.RawPath
+		if path == "" || !rawPathMatches(path, req.URL.Path) {
+			path = req.URL.EscapedPath()
+		}
 		if path == "" {
 			path = "/"
 		}
@@ -355,6 +364,13 @@ func (c *clientConn) writeHead(req *http.Request, hasBody bool) {
 		}
 	}
 	w.WriteString("\r\n")
+}
+
+// rawPathMatches reports whether raw decodes to path: whether the URL's
+// RawPath is still its Path's spelling (nothing has set Path alone).
+func rawPathMatches(raw, path string) bool {
+	p, err := url.PathUnescape(raw)
+	return err == nil && p == path
 }
 
 func appendInt(b []byte, n int64) []byte {

@@ -90,7 +90,7 @@ func parseRequest(h []byte, fields []field, req *http.Request) (parsedRequest, [
 	}
 
 	var err error
-	fields, err = parseFields(h, eol+2, fields[:0])
+	fields, err = parseFields(h, eol+2, fields[:0], true)
 	if err == errTooManyFields {
 		return p, fields, refuse(431, "request header fields too large: more than 100 fields")
 	}
@@ -239,10 +239,9 @@ func setTarget(req *http.Request) *requestError {
 // CheckRequest returns an *Error of KindRequest when req cannot be sent
 // to a backend as plain HTTP/1.1, or is refused as Server refuses it: its
 // method is not a token or is CONNECT, its target is * but for OPTIONS,
-// its query holds a space, a control byte or a '#', or its Host (req.Host, else
+// its path or query holds a space, a control byte or a '#', or its Host (req.Host, else
 // req.URL.Host) is neither empty nor a plain host (empty, as HTTP/1.0
-// allows, the Host field is written empty). The path needs no check: it
-// is written escaped. Server never hands a
+// allows, the Host field is written empty). Server never hands a
 // handler such a request, but HTTP/2 carries a method or an :authority as
 // any string, and written into a request line or a Host field such a
 // string is a second request line, or a target of the client's choosing
@@ -263,6 +262,11 @@ func CheckRequest(req *http.Request) error {
 	for i := 0; i < len(req.URL.RawQuery); i++ {
 		if c := req.URL.RawQuery[i]; c <= ' ' || c == 0x7f || c == '#' {
 			return &Error{Kind: KindRequest, Reason: "target has a space, a control byte or a fragment in its query"}
+		}
+	}
+	for i := 0; i < len(req.URL.RawPath); i++ { // written as it is (writeHead)
+		if c := req.URL.RawPath[i]; c <= ' ' || c == 0x7f || c == '#' {
+			return &Error{Kind: KindRequest, Reason: "target has a space, a control byte or a fragment in its path"}
 		}
 	}
 	host := req.Host

@@ -82,7 +82,7 @@ func parseResponse(h []byte, method string, sc *Scratch) (parsedResponse, error)
 	}
 	code := int(line[9]-'0')*100 + int(line[10]-'0')*10 + int(line[11]-'0')
 	http10 := line[7] == '0'
-	fields, err := parseFields(h, eol+2, sc.fields[:0])
+	fields, err := parseFields(h, eol+2, sc.fields[:0], false)
 	sc.fields = fields
 	if err != nil {
 		return p, protocolf("malformed header: " + err.Error())

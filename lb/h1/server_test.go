@@ -660,7 +660,13 @@ func FuzzServerParse(f *testing.F) {
 			t.Fatalf("Server accepted what ReadRequest refuses (%v): %q", err, head)
 		}
 		// ReadRequest leaves Host in the header map; a server removes it.
+		// Ours leaves out names with '_' (parseFields says why).
 		delete(want.Header, "Host")
+		for k := range want.Header {
+			if strings.Contains(k, "_") {
+				delete(want.Header, k)
+			}
+		}
 		if got.Method != want.Method || got.RequestURI != want.RequestURI || got.Host != want.Host ||
 			got.URL.String() != want.URL.String() || got.Close != want.Close || got.Proto != want.Proto ||
 			got.ContentLength != want.ContentLength || !reflect.DeepEqual(got.TransferEncoding, want.TransferEncoding) ||

@@ -81,10 +81,10 @@ func readHead(br *bufio.Reader, dst []byte, limit int, skipEmpty bool) ([]byte, 
 // without surrounding whitespace, at [v0:v1].
 type field struct{ k0, k1, v0, v1 int }
 
-// maxFields bounds the field lines of a head, as HAProxy's
+// MaxFields bounds the field lines of a head, as HAProxy's
 // tune.http.maxhdr does: a head of thousands of tiny fields costs far more
 // to parse and forward than its size suggests.
-const maxFields = 100
+const MaxFields = 100
 
 // parseFields checks the field lines in h from pos to the blank line that
 // ends h, canonicalises each name in place ("content-type" becomes
@@ -92,9 +92,16 @@ const maxFields = 100
 // the rules of RFC 9112 section 5 and RFC 9110 section 5.5: a line folded
 // onto the one before (obs-fold), a name that is not a token or is
 // followed by whitespace before its colon, a control character (but HTAB)
-// or a CR anywhere in a line, and more than maxFields lines. Every line in
+// or a CR anywhere in a line, and more than MaxFields lines. Every line in
 // h ends in CRLF (readHead made sure).
-func parseFields(h []byte, pos int, fields []field) ([]field, error) {
+//
+// With dropUnderscore, a field whose name holds a '_' is left out, as
+// nginx leaves it out by default: CGI, WSGI, PHP and Rack backends read
+// X_Forwarded_For as X-Forwarded-For, and X_API_Key as X-API-Key, fields
+// that the balancer sets or reads under their proper names. It still
+// counts towards MaxFields.
+func parseFields(h []byte, pos int, fields []field, dropUnderscore bool) ([]field, error) {
+	n := len(fields)
 	for pos < len(h)-2 {
 		end := pos + bytes.IndexByte(h[pos:], '\n') - 1 // the CR
 		line := h[pos:end]
@@ -123,10 +130,12 @@ func parseFields(h []byte, pos int, fields []field) ([]field, error) {
 		for v1 > v0 && (h[v1-1] == ' ' || h[v1-1] == '\t') {
 			v1--
 		}
-		if len(fields) == maxFields {
+		if n++; n > MaxFields {
 			return nil, errTooManyFields
 		}
-		fields = append(fields, field{pos, pos + colon, v0, v1})
+		if !dropUnderscore || bytes.IndexByte(line[:colon], '_') < 0 {
+			fields = append(fields, field{pos, pos + colon, v0, v1})
+		}
 		pos = end + 2
 	}
 	return fields, nil
@@ -283,7 +292,10 @@ func writeField(bw *bufio.Writer, k string, vv []string) {
 // turned into a space, so that no value can end its line early and add a
 // field of its own (http.Header.Write does the same for CR and LF).
 func writeValue(w *bufio.Writer, v string) {
-	v = strings.TrimSpace(v)
+	// Spaces and tabs only (RFC 9110's OWS): strings.TrimSpace would also
+	// take U+00A0 and other Unicode spaces off, and the backend would get
+	// another value than the one the balancer read (and keyed a client by).
+	v = trimOWS(v)
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
 			b := []byte(v)
