@@ -170,15 +170,7 @@ func (g *Gate) keyHeader() string {
 // trimOWS trims spaces and tabs (RFC 9110's optional whitespace), as the
 // backend client does before it writes a value: an HTTP/2 client may send
 // "K " and "K\t", which are K to the backend and must be K here.
-func trimOWS(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
+func trimOWS(s string) string { return strings.Trim(s, " \t") }
 
 // firstOf returns vs's first value, or "".
 func firstOf(vs []string) string {
