@@ -96,7 +96,11 @@ func testConfig(t *testing.T, urls ...string) Config {
 			Interval: 10 * time.Millisecond, Timeout: 2 * time.Second,
 			HealthyThreshold: 2, UnhealthyThreshold: 2,
 		},
-		DialTimeout:     time.Second,
+		// Long: a dial that fails marks the backend down at once (passive
+		// check), and with health checks an hour apart, as some tests set
+		// them, every later request gets 503. A loopback SYN dropped by a
+		// full accept queue on a busy machine is sent again after 1s.
+		DialTimeout:     5 * time.Second,
 		ResponseTimeout: 30 * time.Second, // long: a busy machine must not turn a slow answer into a 504
 		AccessLog:       true,
 	}
