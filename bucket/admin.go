@@ -1,6 +1,7 @@
 package bucket
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 //
 //	GET    /clients        {"clients": {"<key>": {"capacity": 10, "refill_rate": 1}, ...}}
 //	PUT    /clients        body {"clients": {...}}: the whole set, replaced atomically; {"clients": N}
+//	                       ("clients" is required: {"clients": {}} removes every client's limits)
 //	GET    /clients/{key}  {"key": "<key>", "capacity": 10, "refill_rate": 1}, or 404
 //	PUT    /clients/{key}  body {"capacity": 10, "refill_rate": 1}; answers like GET
 //	DELETE /clients/{key}  {"deleted": "<key>"}, or 404
@@ -21,11 +23,11 @@ import (
 // Keys are answered in canonical form (Limiter.CanonicalKey): an IPv6
 // address names its prefix. Mount it on both "/clients" and "/clients/".
 // Every answer is JSON; errors are {"error": "..."} with 400 (bad key or
-// body: unknown, repeated or miscased fields, limits the limiter cannot
-// honour), 404, 405, 409 (the clients file changed on disk since it was
-// read: reload first) or 500 (saving failed, logged at ERROR on log). A
-// change is on disk before it is applied and answered, so a refused or
-// failed one changes nothing. The handler does no authentication: wrap it.
+// body: empty or only whitespace, a field missing, unknown, repeated or
+// miscased fields, limits the limiter cannot honour), 404, 405, 409 (the
+// clients file changed on disk since it was read: reload first) or 500
+// (saving failed, logged at ERROR on log). A change is on disk before it
+// is applied and answered, so a refused or failed one changes nothing. The handler does no authentication: wrap it.
 // It is safe for concurrent use.
 func NewClientsHandler(s *Store, log *slog.Logger) http.Handler {
 	if log == nil {
@@ -56,10 +58,10 @@ func (h *clientsHandler) list(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet, http.MethodHead:
 		writeJSON(w, http.StatusOK, clientsFile{h.s.All()})
 	case http.MethodPut:
-		data, err := readBody(w, r, maxBulkBytes)
+		data, err := readBody(w, r, maxBulkBytes, bulkExample)
 		if err == nil {
 			var m map[string]Limits
-			if m, err = parseClients(data, h.s.l); err != nil {
+			if m, err = parseBulk(data, h.s.l); err != nil {
 				err = &InvalidError{err}
 			} else {
 				err = h.s.Replace(m)
@@ -92,7 +94,7 @@ func (h *clientsHandler) one(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, clientAnswer{key, lim})
 	case http.MethodPut:
-		data, err := readBody(w, r, maxBodyBytes)
+		data, err := readBody(w, r, maxBodyBytes, `{"capacity": 10, "refill_rate": 1}`)
 		var lim Limits
 		if err == nil {
 			if lim, err = ParseLimits(data); err != nil {
@@ -153,9 +155,13 @@ const (
 	maxBulkBytes = 256 << 20
 )
 
+// bulkExample is what readBody suggests for an empty PUT /clients.
+const bulkExample = `{"clients": {"<key>": {"capacity": 10, "refill_rate": 1}}}, or {"clients": {}} to remove every client's limits`
+
 // readBody reads a PUT body of at most max bytes; problems are
-// *InvalidError.
-func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+// *InvalidError. A body of only whitespace is empty, and the error
+// suggests example.
+func readBody(w http.ResponseWriter, r *http.Request, max int64, example string) ([]byte, error) {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -164,8 +170,8 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error)
 		}
 		return nil, &InvalidError{err}
 	}
-	if len(data) == 0 {
-		return nil, &InvalidError{errors.New(`empty; send {"capacity": 10, "refill_rate": 1}`)}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, &InvalidError{errors.New("empty; send " + example)}
 	}
 	return data, nil
 }

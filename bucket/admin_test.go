@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -128,6 +129,51 @@ func TestClientsHandler_RejectsBadRequests(t *testing.T) {
 				t.Fatal("a refused request changed the limits")
 			}
 		})
+	}
+}
+
+// TestClientsHandler_BodyWithoutItsFieldsChangesNothing sends bodies that
+// say nothing: a template that expanded to nothing, a file of one newline,
+// {}. Each is a 400 that leaves the set, the limiter and the file as they
+// were; only {"clients": {}} removes every client's limits.
+func TestClientsHandler_BodyWithoutItsFieldsChangesNothing(t *testing.T) {
+	tests := []struct{ method, path, body, want string }{
+		{"PUT", "/clients", " ", `body: empty; send {"clients": {"<key>"`},
+		{"PUT", "/clients", "\n", `body: empty; send {"clients"`},
+		{"PUT", "/clients", " \r\n\t ", `body: empty; send {"clients"`},
+		{"PUT", "/clients", `{}`, `body: clients: required; {"clients": {}} removes every client's limits`},
+		{"PUT", "/clients", " { } \n", `body: clients: required`},
+		{"PUT", "/clients/k-1", " ", `body: empty; send {"capacity": 10, "refill_rate": 1}`},
+		{"PUT", "/clients/k-1", "\n", `body: empty; send {"capacity"`},
+		{"PUT", "/clients/k-1", `{}`, `body: capacity: required`},
+		{"PUT", "/clients/k-1", `{"refill_rate": 1}`, `body: capacity: required`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path+" "+strconv.Quote(tt.body), func(t *testing.T) {
+			f := newAdmin(t)
+			if code, v := f.do(t, "PUT", "/clients", `{"clients": {"k-1": {"capacity": 5, "refill_rate": 1}, "10.1.2.3": {"capacity": 50, "refill_rate": 5}}}`); code != 200 {
+				t.Fatalf("setting up: %d %v", code, v)
+			}
+			want := f.s.All()
+			code, v := f.do(t, tt.method, tt.path, tt.body)
+			if msg, _ := v["error"].(string); code != 400 || !strings.HasPrefix(msg, tt.want) {
+				t.Fatalf("%s %s %q = %d %v, want 400 starting %q", tt.method, tt.path, tt.body, code, v, tt.want)
+			}
+			if got := f.s.All(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("the store holds %v, want %v", got, want)
+			}
+			if n := f.l.Stats().Overrides; n != 2 {
+				t.Fatalf("the limiter lists %d clients, want 2", n)
+			}
+			if got := reopen(t, f.path).All(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("on disk: %v, want %v", got, want)
+			}
+		})
+	}
+	f := newAdmin(t)
+	f.do(t, "PUT", "/clients/k-1", `{"capacity": 5, "refill_rate": 1}`)
+	if code, v := f.do(t, "PUT", "/clients", `{"clients": {}}`); code != 200 || v["clients"] != 0.0 || f.s.Len() != 0 {
+		t.Fatalf(`PUT {"clients": {}} = %d %v, want 200 and no clients`, code, v)
 	}
 }
 

@@ -121,19 +121,33 @@ func ParseLimits(data []byte) (Limits, error) {
 // {"clients": {"<key>": {"capacity": 10, "refill_rate": 1}, ...}}. Keys are
 // validated and put in canonical form (two spellings of one client are an
 // error), limits checked against l (see Limiter.Check). Every problem is
-// reported, one per line, with the path of its field. An empty file is an
-// empty set.
+// reported, one per line, with the path of its field. An empty file, or
+// one without "clients", is an empty set.
 func parseClients(data []byte, l *Limiter) (map[string]Limits, error) {
-	m := map[string]Limits{}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return m, nil
+		return map[string]Limits{}, nil
 	}
+	return parseClientSet(data, l, false)
+}
+
+// parseBulk reads the body of PUT /clients as parseClients reads a file,
+// except that "clients" is required: a body without it is far more likely
+// an empty template or a wrong file than a wish to remove every client's
+// limits, which {"clients": {}} says.
+func parseBulk(data []byte, l *Limiter) (map[string]Limits, error) {
+	return parseClientSet(data, l, true)
+}
+
+func parseClientSet(data []byte, l *Limiter, required bool) (map[string]Limits, error) {
+	m := map[string]Limits{}
 	spelled := map[string]string{} // canonical key to the spelling that gave it
 	var problems []string
+	given := false
 	err := eachField(data, func(name string, raw json.RawMessage) error {
 		if name != "clients" {
 			return fmt.Errorf("unknown field %q (known: clients)", name)
 		}
+		given = true
 		err := eachField(raw, func(key string, raw json.RawMessage) error {
 			where := fmt.Sprintf("clients[%q]", key)
 			c, err := l.checkKey(key)
@@ -162,6 +176,9 @@ func parseClients(data []byte, l *Limiter) (map[string]Limits, error) {
 		}
 		return nil
 	})
+	if err == nil && required && !given {
+		err = errors.New(`clients: required; {"clients": {}} removes every client's limits`)
+	}
 	if err != nil {
 		problems = append([]string{err.Error()}, problems...)
 	}
