@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -200,19 +201,57 @@ func TestClientsHandler_FailedWriteChangesNothing(t *testing.T) {
 	}
 }
 
-func TestClientsHandler_HandEditGets409(t *testing.T) {
-	f := newAdmin(t)
-	f.do(t, "PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": 1}`)
-	f.s.compact()
-	os.WriteFile(f.path, []byte(`{"clients": {"k-9": {"capacity": 9, "refill_rate": 1}}}`), 0o600)
-	for _, req := range [][3]string{{"PUT", "/clients/k-2", `{"capacity": 2, "refill_rate": 1}`}, {"DELETE", "/clients/k-1", ""},
-		{"PUT", "/clients", `{"clients": {}}`}} {
-		if code, v := f.do(t, req[0], req[1], req[2]); code != 409 || !strings.Contains(v["error"].(string), "reload") {
-			t.Fatalf("%s %s after a hand edit = %d %v, want 409 saying to reload", req[0], req[1], code, v)
-		}
+func TestClientsHandler_ChangeOnDiskGets409(t *testing.T) {
+	edit := []byte(`{"clients": {"k-9": {"capacity": 9, "refill_rate": 1}}}`)
+	tests := []struct {
+		name   string
+		link   bool                                          // the clients file is a symlink to real.json
+		change func(t *testing.T, path string) (kept string) // returns the file that must keep the edit
+	}{
+		{"hand edit", false, func(t *testing.T, path string) string {
+			os.WriteFile(path, edit, 0o600)
+			return path
+		}},
+		{"symlink re-pointed", true, func(t *testing.T, path string) string {
+			// What ln -sfn other.json clients.json does.
+			other := filepath.Join(filepath.Dir(path), "other.json")
+			os.WriteFile(other, edit, 0o600)
+			if err := os.Symlink("other.json", path+".new"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(path+".new", path); err != nil {
+				t.Fatal(err)
+			}
+			return other
+		}},
 	}
-	if data, _ := os.ReadFile(f.path); !strings.Contains(string(data), "k-9") {
-		t.Fatalf("hand edit lost:\n%s", data)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "clients.json")
+			if tt.link {
+				os.WriteFile(filepath.Join(filepath.Dir(path), "real.json"), []byte(`{"clients": {}}`), 0o600)
+				if err := os.Symlink("real.json", path); err != nil {
+					t.Skip("no symlinks here:", err)
+				}
+			}
+			s, err := OpenStore(path, newStoreLimiter())
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := &adminFixture{NewClientsHandler(s, nil), s, s.l, path}
+			f.do(t, "PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": 1}`)
+			f.s.compact()
+			kept := tt.change(t, path)
+			for _, req := range [][3]string{{"PUT", "/clients/k-2", `{"capacity": 2, "refill_rate": 1}`}, {"DELETE", "/clients/k-1", ""},
+				{"PUT", "/clients", `{"clients": {}}`}} {
+				if code, v := f.do(t, req[0], req[1], req[2]); code != 409 || !strings.Contains(v["error"].(string), "reload") {
+					t.Fatalf("%s %s after a %s = %d %v, want 409 saying to reload", req[0], req[1], tt.name, code, v)
+				}
+			}
+			if data, _ := os.ReadFile(kept); string(data) != string(edit) {
+				t.Fatalf("after the %s, %s holds:\n%s", tt.name, kept, data)
+			}
+		})
 	}
 }
 

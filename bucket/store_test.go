@@ -256,6 +256,87 @@ func TestStore_WritesThroughASymlink(t *testing.T) {
 	}
 }
 
+// TestStore_RepointedSymlinkIsAChangeOnDisk swaps what a symlinked clients
+// file leads to, as a deploy does with ln -sfn, while the Store runs:
+// changes are refused until a reload reads the new file, so that none is
+// acknowledged into a file the next start no longer reads.
+func TestStore_RepointedSymlinkIsAChangeOnDisk(t *testing.T) {
+	swap := func(t *testing.T, link string, put func(tmp string) error) {
+		t.Helper()
+		tmp := link + ".new"
+		if err := put(tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name   string
+		change func(t *testing.T, link string)
+		want   map[string]Limits // after Reload; nil: Reload fails
+	}{
+		{"re-pointed", func(t *testing.T, link string) {
+			swap(t, link, func(tmp string) error { return os.Symlink("real/new.json", tmp) })
+		}, map[string]Limits{"n1": {7, 1}}},
+		{"replaced by a file", func(t *testing.T, link string) {
+			swap(t, link, func(tmp string) error {
+				return os.WriteFile(tmp, []byte(`{"clients": {"f1": {"capacity": 9, "refill_rate": 1}}}`), 0o600)
+			})
+		}, map[string]Limits{"f1": {9, 1}}},
+		{"dangling", func(t *testing.T, link string) {
+			swap(t, link, func(tmp string) error { return os.Symlink("real/gone.json", tmp) })
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.Mkdir(filepath.Join(dir, "real"), 0o700)
+			target, next := filepath.Join(dir, "real", "target.json"), filepath.Join(dir, "real", "new.json")
+			os.WriteFile(target, []byte(`{"clients": {"s1": {"capacity": 5, "refill_rate": 1}}}`), 0o600)
+			os.WriteFile(next, []byte(`{"clients": {"n1": {"capacity": 7, "refill_rate": 1}}}`), 0o600)
+			link := filepath.Join(dir, "clients.json")
+			if err := os.Symlink("real/target.json", link); err != nil {
+				t.Skip("no symlinks here:", err)
+			}
+			s := reopen(t, link)
+			mustPut(t, s, "s2", Limits{6, 1})
+			tt.change(t, link)
+			if _, err := s.Put("s3", Limits{8, 1}); !errors.Is(err, ErrChangedOnDisk) {
+				t.Fatalf("Put after the swap: %v, want ErrChangedOnDisk", err)
+			}
+			if _, _, err := s.Delete("s2"); !errors.Is(err, ErrChangedOnDisk) {
+				t.Fatalf("Delete after the swap: %v, want ErrChangedOnDisk", err)
+			}
+			if err := s.Replace(map[string]Limits{"r1": {1, 1}}); !errors.Is(err, ErrChangedOnDisk) {
+				t.Fatalf("Replace after the swap: %v, want ErrChangedOnDisk", err)
+			}
+			s.compact()
+			if data, _ := os.ReadFile(target); strings.Contains(string(data), `"s2"`) {
+				t.Fatalf("compaction wrote to the old target after the swap:\n%s", data)
+			}
+			err := s.Reload()
+			if tt.want == nil {
+				if err == nil {
+					t.Fatal("Reload of a dangling link succeeded")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.All(); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("after Reload: %v, want %v", got, tt.want)
+			}
+			mustPut(t, s, "s3", Limits{8, 1})
+			tt.want["s3"] = Limits{8, 1}
+			if got := reopen(t, link).All(); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("after a restart: %v, want %v: an acknowledged change is lost", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestStore_ReplaceIsAtomic(t *testing.T) {
 	s, path := openTemp(t)
 	mustPut(t, s, "k-1", Limits{1, 1})

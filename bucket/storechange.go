@@ -47,8 +47,8 @@ func (s *Store) change(key string, lim *Limits) (existed bool, err error) {
 	if lim == nil && !existed {
 		return false, nil
 	}
-	if s.changedOnDisk() {
-		return existed, s.conflict()
+	if why := s.diskChange(); why != "" {
+		return existed, s.conflict(why)
 	}
 	if s.log == nil {
 		if err := s.newLog(nil); err != nil {
@@ -89,8 +89,8 @@ func (s *Store) Replace(m map[string]Limits) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.changedOnDisk() {
-		return s.conflict()
+	if why := s.diskChange(); why != "" {
+		return s.conflict(why)
 	}
 	if err := s.install(encodeClients(next), "", s.seq); err != nil {
 		return err
@@ -151,8 +151,8 @@ func (s *Store) compact() {
 		s.mu.Unlock()
 		return
 	}
-	if s.changedOnDisk() {
-		s.conflict() // logged once; the file is not touched until a reload
+	if why := s.diskChange(); why != "" {
+		s.conflict(why) // logged once; the file is not touched until a reload
 		s.mu.Unlock()
 		return
 	}
@@ -168,7 +168,7 @@ func (s *Store) compact() {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.file != file || through <= s.folded || s.changedOnDisk() {
+	if s.file != file || through <= s.folded || s.diskChange() != "" {
 		removeFile(tmp) // another compaction or a Replace got there first
 		return
 	}
