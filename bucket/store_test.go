@@ -116,6 +116,8 @@ func TestOpenStore_BadFile(t *testing.T) {
 		{`{"clients": {"abc": {"capacity": 1, "refill_rate": 50}}}`, `clients["abc"].capacity: 1 is less than one refill (refill_rate 50 x refill_interval 100ms = 5 tokens)`},
 		{`{"clients": {"abc": 5}}`, `clients["abc"]: must be a JSON object, not number`},
 		{`{"clients": {"": {"capacity": 1, "refill_rate": 1}}}`, `clients[""]: key: must not be empty`},
+		{`{"clients": {"1.2.3.4:80": {"capacity": 1, "refill_rate": 1}}}`, `clients["1.2.3.4:80"]: key: 1.2.3.4:80 looks like an address, but an address is written without a port: use 1.2.3.4`},
+		{`{"clients": {"[::1]": {"capacity": 1, "refill_rate": 1}}}`, `clients["[::1]"]: key: [::1] looks like an address, but an address is written without brackets: use ::/64`},
 		{`{"client": {}}`, `unknown field "client"`},
 		{`{"clients": {`, `unexpected EOF`},
 		{`{"clients": {}} {}`, `unexpected data after the JSON object`},
@@ -382,6 +384,48 @@ func TestStore_CanonicalKeys(t *testing.T) {
 		var invalid *InvalidError
 		if _, err := s.Put(k, Limits{5, 1}); !errors.As(err, &invalid) {
 			t.Errorf("Put(%q) = %v, want an InvalidError", k, err)
+		}
+	}
+}
+
+// TestStore_RefusesAddressLookingKeys lists keys that an operator writes
+// meaning a client's address but that no address is spelled as: taken as
+// API keys they would never match a request, so they are refused, naming
+// the canonical spelling when there is one. Keys that only contain dots
+// or colons stay API keys.
+func TestStore_RefusesAddressLookingKeys(t *testing.T) {
+	tests := []struct{ key, want string }{
+		{"[::1]", "key: [::1] looks like an address, but an address is written without brackets: use ::/64"},
+		{"[2001:db8::5]:443", "key: [2001:db8::5]:443 looks like an address, but an address is written without a port: use 2001:db8::/64"},
+		{"1.2.3.4:80", "key: 1.2.3.4:80 looks like an address, but an address is written without a port: use 1.2.3.4"},
+		{"[1.2.3.4]", "key: [1.2.3.4] looks like an address, but an address is written without brackets: use 1.2.3.4"},
+		{"01.2.3.4", "key: 01.2.3.4 looks like an address, but an IPv4 address is written without leading zeros, which some programs read as octal: use 1.2.3.4"},
+		{"010.0.0.1/32", "key: 010.0.0.1/32 looks like an address, but an IPv4 address is written without leading zeros, which some programs read as octal: use 10.0.0.1"},
+		{"1.2.3", "key: 1.2.3 looks like an IPv4 address, but an IPv4 address is four numbers from 0 to 255"},
+		{"1.2.3.256", "key: 1.2.3.256 looks like an IPv4 address, but an IPv4 address is four numbers from 0 to 255"},
+		{"1.2.3.4/33", "key: 1.2.3.4/33 looks like a network, but /33 is not a prefix length for 1.2.3.4"},
+		{"2001:db8::/129", "key: 2001:db8::/129 looks like a network, but /129 is not a prefix length for 2001:db8::"},
+		{"partner-7", ""},
+		{"v1.2.3", ""},
+		{"1.2.3.4.5", ""},
+		{"[abc]", ""},
+		{"svc:80", ""},
+	}
+	for _, tt := range tests {
+		s, _ := openTemp(t)
+		_, err := s.Put(tt.key, Limits{5, 1})
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("Put(%q) = %v, want it listed as an API key", tt.key, err)
+			}
+			continue
+		}
+		var invalid *InvalidError
+		if !errors.As(err, &invalid) || err.Error() != tt.want {
+			t.Errorf("Put(%q) = %v,\nwant %q", tt.key, err, tt.want)
+		}
+		if s.Len() != 0 {
+			t.Errorf("Put(%q) listed it: %v", tt.key, s.All())
 		}
 	}
 }
