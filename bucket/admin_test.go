@@ -181,6 +181,56 @@ func TestClientsHandler_BodyWithoutItsFieldsChangesNothing(t *testing.T) {
 	}
 }
 
+// TestClientsHandler_LogsWhatEachChangeChanged reads the audit line of
+// each change: the client as it is keyed (however it was spelled), API
+// keys only as their tag, a bulk replace as such with its counts, refused
+// changes too. The steps run in order on one store.
+func TestClientsHandler_LogsWhatEachChangeChanged(t *testing.T) {
+	f := newAdmin(t)
+	logs := &logBuf{}
+	f.h = NewClientsHandler(f.s, slog.New(slog.NewTextHandler(logs, nil)))
+	tag := func(key string) string { return "client=key:" + KeyTag(key) }
+	steps := []struct {
+		method, path, body string
+		want               []string
+		not                []string
+	}{
+		{"PUT", "/clients/2001:db8::%2F64", `{"capacity": 7, "refill_rate": 1}`,
+			[]string{`msg="admin: PUT client limits"`, "client=2001:db8::/64 capacity=7 refill_rate=1 status=200"}, nil},
+		{"DELETE", "/clients/2001:db8::abcd", ``, []string{`msg="admin: DELETE client limits"`, "client=2001:db8::/64 status=200"}, nil},
+		{"DELETE", "/clients/2001:db8::abcd", ``, []string{"client=2001:db8::/64 status=404"}, nil},
+		{"PUT", "/clients/1.2.3.4%2F32", `{"capacity": 5, "refill_rate": 1}`, []string{"client=1.2.3.4 capacity=5"}, nil},
+		{"PUT", "/clients/::ffff:10.0.0.9", `{"capacity": 5, "refill_rate": 1}`, []string{"client=10.0.0.9 capacity=5"}, nil},
+		{"PUT", "/clients/fe80::1%25eth0", `{"capacity": 5, "refill_rate": 1}`, []string{"client=fe80::/64 capacity=5"}, []string{"eth0"}},
+		{"PUT", "/clients/partner-7", `{"capacity": 5, "refill_rate": 1}`, []string{tag("partner-7") + " capacity=5"}, []string{"partner-7"}},
+		{"PUT", "/clients/partner-7", `{"capacity": 0, "refill_rate": 1}`, []string{tag("partner-7") + " status=400"}, []string{"partner-7", "capacity=0"}},
+		{"PUT", "/clients/%5B::1%5D", `{"capacity": 5, "refill_rate": 1}`, []string{tag("[::1]") + " status=400"}, nil},
+		{"PUT", "/clients", `{"clients": {"partner-7": {"capacity": 6, "refill_rate": 1}, "::ffff:1.2.3.4": {"capacity": 5, "refill_rate": 1}, "k-new": {"capacity": 1, "refill_rate": 1}}}`,
+			[]string{`msg="admin: PUT client limits (bulk replace)" added=1 changed=1 removed=2 clients=3 status=200`},
+			[]string{"partner-7", "k-new", "client="}},
+		{"PUT", "/clients", `{}`, []string{`msg="admin: PUT client limits (bulk replace)" status=400`}, nil},
+	}
+	for _, st := range steps {
+		before := len(logs.lines("msg=\"admin:"))
+		f.do(t, st.method, st.path, st.body)
+		lines := logs.lines("msg=\"admin:")
+		if len(lines) != before+1 {
+			t.Fatalf("%s %s %s: %d audit lines, want one: %q", st.method, st.path, st.body, len(lines)-before, lines[before:])
+		}
+		line := lines[before]
+		for _, w := range st.want {
+			if !strings.Contains(line, w) {
+				t.Errorf("%s %s: audit line %q lacks %q", st.method, st.path, line, w)
+			}
+		}
+		for _, n := range st.not {
+			if strings.Contains(line, n) {
+				t.Errorf("%s %s: audit line %q has %q", st.method, st.path, line, n)
+			}
+		}
+	}
+}
+
 func TestClientsHandler_FailedWriteChangesNothing(t *testing.T) {
 	f := newAdmin(t)
 	logs := &logBuf{}

@@ -214,7 +214,7 @@ func TestStore_HandEditIsNotOverwritten(t *testing.T) {
 	if _, err := s.Put("k-5", Limits{5, 1}); !errors.Is(err, ErrChangedOnDisk) {
 		t.Fatalf("Put after a hand edit: %v, want ErrChangedOnDisk", err)
 	}
-	if err := s.Replace(map[string]Limits{}); !errors.Is(err, ErrChangedOnDisk) {
+	if _, err := s.Replace(map[string]Limits{}); !errors.Is(err, ErrChangedOnDisk) {
 		t.Fatalf("Replace after a hand edit: %v, want ErrChangedOnDisk", err)
 	}
 	s.compact() // must not write over the edit
@@ -310,7 +310,7 @@ func TestStore_RepointedSymlinkIsAChangeOnDisk(t *testing.T) {
 			if _, _, err := s.Delete("s2"); !errors.Is(err, ErrChangedOnDisk) {
 				t.Fatalf("Delete after the swap: %v, want ErrChangedOnDisk", err)
 			}
-			if err := s.Replace(map[string]Limits{"r1": {1, 1}}); !errors.Is(err, ErrChangedOnDisk) {
+			if _, err := s.Replace(map[string]Limits{"r1": {1, 1}}); !errors.Is(err, ErrChangedOnDisk) {
 				t.Fatalf("Replace after the swap: %v, want ErrChangedOnDisk", err)
 			}
 			s.compact()
@@ -342,14 +342,14 @@ func TestStore_RepointedSymlinkIsAChangeOnDisk(t *testing.T) {
 func TestStore_ReplaceIsAtomic(t *testing.T) {
 	s, path := openTemp(t)
 	mustPut(t, s, "k-1", Limits{1, 1})
-	if err := s.Replace(map[string]Limits{"k-2": {2, 1}, "::ffff:192.0.2.9": {3, 1}}); err != nil {
+	if _, err := s.Replace(map[string]Limits{"k-2": {2, 1}, "::ffff:192.0.2.9": {3, 1}}); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]Limits{"k-2": {2, 1}, "192.0.2.9": {3, 1}}
 	if got := reopen(t, path).All(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after Replace and a restart: %v, want %v", got, want)
 	}
-	err := s.Replace(map[string]Limits{"1.2.3.4": {1, 1}, "::ffff:1.2.3.4": {1, 1}, "x": {0, 1}})
+	_, err := s.Replace(map[string]Limits{"1.2.3.4": {1, 1}, "::ffff:1.2.3.4": {1, 1}, "x": {0, 1}})
 	var invalid *InvalidError
 	if !errors.As(err, &invalid) || !strings.Contains(err.Error(), "same client") || !strings.Contains(err.Error(), `clients["x"].capacity`) {
 		t.Fatalf("Replace with two spellings and a bad entry: %v, want both named", err)
@@ -466,7 +466,7 @@ func BenchmarkStore(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := s.Replace(set); err != nil {
+		if _, err := s.Replace(set); err != nil {
 			b.Fatal(err)
 		}
 		return s
