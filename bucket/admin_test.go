@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -102,6 +104,9 @@ func TestClientsHandler_RejectsBadRequests(t *testing.T) {
 		{"PUT", "/clients/2001:db8::%2F48", `{"capacity": 1, "refill_rate": 1}`, 400, "key: 2001:db8::/48: IPv6 clients are keyed by /64 prefixes"},
 		{"PUT", "/clients", `{"clients": {"1.2.3.4": {"capacity": 1, "refill_rate": 1}, "::ffff:1.2.3.4": {"capacity": 1, "refill_rate": 1}}}`, 400, "the same client"},
 		{"PUT", "/clients", `{"clients": {"k": {"capacity": 0, "refill_rate": 1}}}`, 400, `body: clients["k"].capacity`},
+		{"PUT", "/clients/%5B::1%5D", `{"capacity": 1, "refill_rate": 1}`, 400, "key: [::1] looks like an address, but an address is written without brackets: use ::/64"},
+		{"GET", "/clients/1.2.3.4:80", ``, 400, "key: 1.2.3.4:80 looks like an address, but an address is written without a port: use 1.2.3.4"},
+		{"PUT", "/clients", `{"clients": {"01.2.3.4": {"capacity": 1, "refill_rate": 1}}}`, 400, `body: clients["01.2.3.4"]: key: 01.2.3.4 looks like an address, but an IPv4 address is written without leading zeros, which some programs read as octal: use 1.2.3.4`},
 		{"PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": "1"}`, 400, "body: refill_rate:"},
 		{"PUT", "/clients/k-1", `{"capacity": 10}`, 400, "body: refill_rate: required"},
 		{"PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": 1, "burst": 5}`, 400, `body: unknown field "burst"`},
@@ -131,6 +136,101 @@ func TestClientsHandler_RejectsBadRequests(t *testing.T) {
 	}
 }
 
+// TestClientsHandler_BodyWithoutItsFieldsChangesNothing sends bodies that
+// say nothing: a template that expanded to nothing, a file of one newline,
+// {}. Each is a 400 that leaves the set, the limiter and the file as they
+// were; only {"clients": {}} removes every client's limits.
+func TestClientsHandler_BodyWithoutItsFieldsChangesNothing(t *testing.T) {
+	tests := []struct{ method, path, body, want string }{
+		{"PUT", "/clients", " ", `body: empty; send {"clients": {"<key>"`},
+		{"PUT", "/clients", "\n", `body: empty; send {"clients"`},
+		{"PUT", "/clients", " \r\n\t ", `body: empty; send {"clients"`},
+		{"PUT", "/clients", `{}`, `body: clients: required; {"clients": {}} removes every client's limits`},
+		{"PUT", "/clients", " { } \n", `body: clients: required`},
+		{"PUT", "/clients/k-1", " ", `body: empty; send {"capacity": 10, "refill_rate": 1}`},
+		{"PUT", "/clients/k-1", "\n", `body: empty; send {"capacity"`},
+		{"PUT", "/clients/k-1", `{}`, `body: capacity: required`},
+		{"PUT", "/clients/k-1", `{"refill_rate": 1}`, `body: capacity: required`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path+" "+strconv.Quote(tt.body), func(t *testing.T) {
+			f := newAdmin(t)
+			if code, v := f.do(t, "PUT", "/clients", `{"clients": {"k-1": {"capacity": 5, "refill_rate": 1}, "10.1.2.3": {"capacity": 50, "refill_rate": 5}}}`); code != 200 {
+				t.Fatalf("setting up: %d %v", code, v)
+			}
+			want := f.s.All()
+			code, v := f.do(t, tt.method, tt.path, tt.body)
+			if msg, _ := v["error"].(string); code != 400 || !strings.HasPrefix(msg, tt.want) {
+				t.Fatalf("%s %s %q = %d %v, want 400 starting %q", tt.method, tt.path, tt.body, code, v, tt.want)
+			}
+			if got := f.s.All(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("the store holds %v, want %v", got, want)
+			}
+			if n := f.l.Stats().Overrides; n != 2 {
+				t.Fatalf("the limiter lists %d clients, want 2", n)
+			}
+			if got := reopen(t, f.path).All(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("on disk: %v, want %v", got, want)
+			}
+		})
+	}
+	f := newAdmin(t)
+	f.do(t, "PUT", "/clients/k-1", `{"capacity": 5, "refill_rate": 1}`)
+	if code, v := f.do(t, "PUT", "/clients", `{"clients": {}}`); code != 200 || v["clients"] != 0.0 || f.s.Len() != 0 {
+		t.Fatalf(`PUT {"clients": {}} = %d %v, want 200 and no clients`, code, v)
+	}
+}
+
+// TestClientsHandler_LogsWhatEachChangeChanged reads the audit line of
+// each change: the client as it is keyed (however it was spelled), API
+// keys only as their tag, a bulk replace as such with its counts, refused
+// changes too. The steps run in order on one store.
+func TestClientsHandler_LogsWhatEachChangeChanged(t *testing.T) {
+	f := newAdmin(t)
+	logs := &logBuf{}
+	f.h = NewClientsHandler(f.s, slog.New(slog.NewTextHandler(logs, nil)))
+	tag := func(key string) string { return "client=key:" + KeyTag(key) }
+	steps := []struct {
+		method, path, body string
+		want               []string
+		not                []string
+	}{
+		{"PUT", "/clients/2001:db8::%2F64", `{"capacity": 7, "refill_rate": 1}`,
+			[]string{`msg="admin: PUT client limits"`, "client=2001:db8::/64 capacity=7 refill_rate=1 status=200"}, nil},
+		{"DELETE", "/clients/2001:db8::abcd", ``, []string{`msg="admin: DELETE client limits"`, "client=2001:db8::/64 status=200"}, nil},
+		{"DELETE", "/clients/2001:db8::abcd", ``, []string{"client=2001:db8::/64 status=404"}, nil},
+		{"PUT", "/clients/1.2.3.4%2F32", `{"capacity": 5, "refill_rate": 1}`, []string{"client=1.2.3.4 capacity=5"}, nil},
+		{"PUT", "/clients/::ffff:10.0.0.9", `{"capacity": 5, "refill_rate": 1}`, []string{"client=10.0.0.9 capacity=5"}, nil},
+		{"PUT", "/clients/fe80::1%25eth0", `{"capacity": 5, "refill_rate": 1}`, []string{"client=fe80::/64 capacity=5"}, []string{"eth0"}},
+		{"PUT", "/clients/partner-7", `{"capacity": 5, "refill_rate": 1}`, []string{tag("partner-7") + " capacity=5"}, []string{"partner-7"}},
+		{"PUT", "/clients/partner-7", `{"capacity": 0, "refill_rate": 1}`, []string{tag("partner-7") + " status=400"}, []string{"partner-7", "capacity=0"}},
+		{"PUT", "/clients/%5B::1%5D", `{"capacity": 5, "refill_rate": 1}`, []string{tag("[::1]") + " status=400"}, nil},
+		{"PUT", "/clients", `{"clients": {"partner-7": {"capacity": 6, "refill_rate": 1}, "::ffff:1.2.3.4": {"capacity": 5, "refill_rate": 1}, "k-new": {"capacity": 1, "refill_rate": 1}}}`,
+			[]string{`msg="admin: PUT client limits (bulk replace)" added=1 changed=1 removed=2 clients=3 status=200`},
+			[]string{"partner-7", "k-new", "client="}},
+		{"PUT", "/clients", `{}`, []string{`msg="admin: PUT client limits (bulk replace)" status=400`}, nil},
+	}
+	for _, st := range steps {
+		before := len(logs.lines("msg=\"admin:"))
+		f.do(t, st.method, st.path, st.body)
+		lines := logs.lines("msg=\"admin:")
+		if len(lines) != before+1 {
+			t.Fatalf("%s %s %s: %d audit lines, want one: %q", st.method, st.path, st.body, len(lines)-before, lines[before:])
+		}
+		line := lines[before]
+		for _, w := range st.want {
+			if !strings.Contains(line, w) {
+				t.Errorf("%s %s: audit line %q lacks %q", st.method, st.path, line, w)
+			}
+		}
+		for _, n := range st.not {
+			if strings.Contains(line, n) {
+				t.Errorf("%s %s: audit line %q has %q", st.method, st.path, line, n)
+			}
+		}
+	}
+}
+
 func TestClientsHandler_FailedWriteChangesNothing(t *testing.T) {
 	f := newAdmin(t)
 	logs := &logBuf{}
@@ -154,19 +254,57 @@ func TestClientsHandler_FailedWriteChangesNothing(t *testing.T) {
 	}
 }
 
-func TestClientsHandler_HandEditGets409(t *testing.T) {
-	f := newAdmin(t)
-	f.do(t, "PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": 1}`)
-	f.s.compact()
-	os.WriteFile(f.path, []byte(`{"clients": {"k-9": {"capacity": 9, "refill_rate": 1}}}`), 0o600)
-	for _, req := range [][3]string{{"PUT", "/clients/k-2", `{"capacity": 2, "refill_rate": 1}`}, {"DELETE", "/clients/k-1", ""},
-		{"PUT", "/clients", `{"clients": {}}`}} {
-		if code, v := f.do(t, req[0], req[1], req[2]); code != 409 || !strings.Contains(v["error"].(string), "reload") {
-			t.Fatalf("%s %s after a hand edit = %d %v, want 409 saying to reload", req[0], req[1], code, v)
-		}
+func TestClientsHandler_ChangeOnDiskGets409(t *testing.T) {
+	edit := []byte(`{"clients": {"k-9": {"capacity": 9, "refill_rate": 1}}}`)
+	tests := []struct {
+		name   string
+		link   bool                                          // the clients file is a symlink to real.json
+		change func(t *testing.T, path string) (kept string) // returns the file that must keep the edit
+	}{
+		{"hand edit", false, func(t *testing.T, path string) string {
+			os.WriteFile(path, edit, 0o600)
+			return path
+		}},
+		{"symlink re-pointed", true, func(t *testing.T, path string) string {
+			// What ln -sfn other.json clients.json does.
+			other := filepath.Join(filepath.Dir(path), "other.json")
+			os.WriteFile(other, edit, 0o600)
+			if err := os.Symlink("other.json", path+".new"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(path+".new", path); err != nil {
+				t.Fatal(err)
+			}
+			return other
+		}},
 	}
-	if data, _ := os.ReadFile(f.path); !strings.Contains(string(data), "k-9") {
-		t.Fatalf("hand edit lost:\n%s", data)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "clients.json")
+			if tt.link {
+				os.WriteFile(filepath.Join(filepath.Dir(path), "real.json"), []byte(`{"clients": {}}`), 0o600)
+				if err := os.Symlink("real.json", path); err != nil {
+					t.Skip("no symlinks here:", err)
+				}
+			}
+			s, err := OpenStore(path, newStoreLimiter())
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := &adminFixture{NewClientsHandler(s, nil), s, s.l, path}
+			f.do(t, "PUT", "/clients/k-1", `{"capacity": 10, "refill_rate": 1}`)
+			f.s.compact()
+			kept := tt.change(t, path)
+			for _, req := range [][3]string{{"PUT", "/clients/k-2", `{"capacity": 2, "refill_rate": 1}`}, {"DELETE", "/clients/k-1", ""},
+				{"PUT", "/clients", `{"clients": {}}`}} {
+				if code, v := f.do(t, req[0], req[1], req[2]); code != 409 || !strings.Contains(v["error"].(string), "reload") {
+					t.Fatalf("%s %s after a %s = %d %v, want 409 saying to reload", req[0], req[1], tt.name, code, v)
+				}
+			}
+			if data, _ := os.ReadFile(kept); string(data) != string(edit) {
+				t.Fatalf("after the %s, %s holds:\n%s", tt.name, kept, data)
+			}
+		})
 	}
 }
 

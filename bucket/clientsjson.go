@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -121,19 +122,33 @@ func ParseLimits(data []byte) (Limits, error) {
 // {"clients": {"<key>": {"capacity": 10, "refill_rate": 1}, ...}}. Keys are
 // validated and put in canonical form (two spellings of one client are an
 // error), limits checked against l (see Limiter.Check). Every problem is
-// reported, one per line, with the path of its field. An empty file is an
-// empty set.
+// reported, one per line, with the path of its field. An empty file, or
+// one without "clients", is an empty set.
 func parseClients(data []byte, l *Limiter) (map[string]Limits, error) {
-	m := map[string]Limits{}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return m, nil
+		return map[string]Limits{}, nil
 	}
+	return parseClientSet(data, l, false)
+}
+
+// parseBulk reads the body of PUT /clients as parseClients reads a file,
+// except that "clients" is required: a body without it is far more likely
+// an empty template or a wrong file than a wish to remove every client's
+// limits, which {"clients": {}} says.
+func parseBulk(data []byte, l *Limiter) (map[string]Limits, error) {
+	return parseClientSet(data, l, true)
+}
+
+func parseClientSet(data []byte, l *Limiter, required bool) (map[string]Limits, error) {
+	m := map[string]Limits{}
 	spelled := map[string]string{} // canonical key to the spelling that gave it
 	var problems []string
+	given := false
 	err := eachField(data, func(name string, raw json.RawMessage) error {
 		if name != "clients" {
 			return fmt.Errorf("unknown field %q (known: clients)", name)
 		}
+		given = true
 		err := eachField(raw, func(key string, raw json.RawMessage) error {
 			where := fmt.Sprintf("clients[%q]", key)
 			c, err := l.checkKey(key)
@@ -162,6 +177,9 @@ func parseClients(data []byte, l *Limiter) (map[string]Limits, error) {
 		}
 		return nil
 	})
+	if err == nil && required && !given {
+		err = errors.New(`clients: required; {"clients": {}} removes every client's limits`)
+	}
 	if err != nil {
 		problems = append([]string{err.Error()}, problems...)
 	}
@@ -180,12 +198,97 @@ func fieldSep(err error) string {
 	return ": "
 }
 
-// checkKey validates key and returns its canonical form (see CanonicalKey).
+// checkKey validates key and returns its canonical form (see
+// CanonicalKey). A key that looks like an address but is not written as
+// one is refused (see notAnAddress).
 func (l *Limiter) checkKey(key string) (string, error) {
 	if err := ValidateKey(key); err != nil {
 		return "", err
 	}
-	return l.CanonicalKey(key)
+	k, err := l.parseKey(key)
+	if err != nil {
+		return "", err
+	}
+	if k.kind == KeyIP {
+		return k.addr.text(l.v6bits), nil
+	}
+	if err := l.notAnAddress(key); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// notAnAddress refuses an API key that looks like an address or network
+// written otherwise than CanonicalKey reads one: listed, it would be an
+// API key that no client's address ever matches. In brackets or with a
+// port ("[::1]", "1.2.3.4:80"), IPv4 with leading zeros, which some
+// programs read as octal ("01.2.3.4"), three or four numbers that are no
+// IPv4 address ("1.2.3", "1.2.3.256"), an address with a bad prefix length
+// ("1.2.3.4/33"). The error names the canonical spelling when there is one.
+func (l *Limiter) notAnAddress(key string) error {
+	// refuse says why key is refused and, when as (key respelled) is an
+	// address, its canonical form.
+	refuse := func(why, as string) error {
+		k, err := l.parseKey(as)
+		if err != nil {
+			return err
+		}
+		msg := fmt.Sprintf("key: %s looks like an address, but %s", key, why)
+		if k.kind == KeyIP {
+			msg += ": use " + k.addr.text(l.v6bits)
+		}
+		return errors.New(msg)
+	}
+	if ap, err := netip.ParseAddrPort(key); err == nil {
+		return refuse("an address is written without a port", ap.Addr().String())
+	}
+	if inner, ok := strings.CutPrefix(key, "["); ok && strings.HasSuffix(inner, "]") {
+		inner = inner[:len(inner)-1]
+		if k, err := l.parseKey(inner); err != nil || k.kind == KeyIP {
+			return refuse("an address is written without brackets", inner)
+		}
+	}
+	addr, bits, slash := strings.Cut(key, "/")
+	if v4, ok := dottedDecimal(addr); ok {
+		if v4 == "" {
+			return fmt.Errorf("key: %s looks like an IPv4 address, but an IPv4 address is four numbers from 0 to 255", key)
+		}
+		if v4 != addr {
+			if slash {
+				v4 += "/" + bits
+			}
+			return refuse("an IPv4 address is written without leading zeros, which some programs read as octal", v4)
+		}
+	}
+	if _, err := netip.ParseAddr(addr); err == nil && slash {
+		return fmt.Errorf("key: %s looks like a network, but /%s is not a prefix length for %s", key, bits, addr)
+	}
+	return nil
+}
+
+// dottedDecimal reports whether s is three or four decimal numbers
+// separated by dots, and when it is four, each at most 255, returns it as
+// an IPv4 address without leading zeros (else "").
+func dottedDecimal(s string) (v4 string, ok bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 && len(parts) != 4 {
+		return "", false
+	}
+	nums := make([]string, len(parts))
+	for i, p := range parts {
+		if p == "" || strings.Trim(p, "0123456789") != "" {
+			return "", false
+		}
+		n, err := strconv.ParseUint(p, 10, 8)
+		if err != nil {
+			return "", true
+		}
+		nums[i] = strconv.FormatUint(n, 10)
+	}
+	if len(parts) != 4 {
+		return "", true
+	}
+	return strings.Join(nums, "."), true
 }
 
 // ValidateKey reports whether key can name a client: not empty, at most

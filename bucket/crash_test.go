@@ -72,7 +72,7 @@ func TestStoreCrashChild(t *testing.T) {
 		key, lim, bulk := crashOp(i)
 		switch {
 		case bulk != nil:
-			err = s.Replace(bulk)
+			_, err = s.Replace(bulk)
 		case lim != nil:
 			_, err = s.Put(key, *lim)
 		default:

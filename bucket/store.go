@@ -27,8 +27,9 @@ import (
 // name API keys. A symlinked clients file is written through to its target.
 //
 // The Store never overwrites a clients file it did not write or read last:
-// when the file changed on disk (size, modification time or inode), changes
-// fail with ErrChangedOnDisk until Reload reads it. Reload keeps the logged
+// when the file changed on disk (size, modification time or inode), or the
+// configured path now leads elsewhere (a symlink re-pointed), changes fail
+// with ErrChangedOnDisk until Reload reads it. Reload keeps the logged
 // changes the hand edit did not touch, and logs the keys where the edit
 // overruled one.
 //
@@ -306,35 +307,53 @@ func (s *Store) appendLog(r logRecord) error {
 	return nil
 }
 
-// changedOnDisk reports whether the clients file or its log is not the one
-// the Store last read or wrote. Caller holds mu.
-func (s *Store) changedOnDisk() bool {
+// diskChange says how the clients file or its log is not the one the
+// Store last read or wrote, or "" when they are: the configured path now
+// leads to another file (a symlink re-pointed, as ln -sfn does, or a link
+// put in place of the file or the other way round), or the file was
+// edited, replaced or removed, or its log replaced. A few stats, whatever
+// the number of clients. Caller holds mu.
+func (s *Store) diskChange() string {
+	file, err := resolve(s.path)
+	switch {
+	case err != nil:
+		return err.Error()
+	case file != s.file:
+		return fmt.Sprintf("%s now leads to %s, not %s", s.path, file, s.file)
+	}
+	const edited = "edited, replaced or removed"
 	fi, err := os.Stat(s.file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if s.fileFI != nil {
-			return true
+			return edited
 		}
-	case err != nil || s.fileFI == nil:
-		return true
+	case err != nil:
+		return err.Error()
+	case s.fileFI == nil:
+		return edited
 	case !os.SameFile(fi, s.fileFI) || fi.Size() != s.fileFI.Size() || !fi.ModTime().Equal(s.fileFI.ModTime()):
-		return true
+		return edited
 	}
 	if s.log == nil {
-		return false
+		return ""
 	}
-	lfi, err := os.Stat(s.file + ".log")
-	return err != nil || !os.SameFile(lfi, s.logFI)
+	if lfi, err := os.Stat(s.file + ".log"); err != nil || !os.SameFile(lfi, s.logFI) {
+		return "its change log replaced or removed"
+	}
+	return ""
 }
 
-func (s *Store) conflict() error {
+// conflict returns the error of a change refused because of what
+// diskChange found (why), and logs it once.
+func (s *Store) conflict(why string) error {
 	if !s.warned {
 		s.warned = true
 		s.l.log.Warn("clients file changed on disk since the balancer read it: admin changes are refused until a reload reads it",
-			"clients_file", s.file)
+			"clients_file", s.path, "change", why)
 	}
-	return fmt.Errorf("clients file %s: %w; reload (SIGHUP or POST /reload) to take the edit, then retry: %w",
-		s.file, ErrChangedOnDisk, errNothingWritten)
+	return fmt.Errorf("clients file %s: %w (%s); reload (SIGHUP or POST /reload) to read it, then retry: %w",
+		s.path, ErrChangedOnDisk, why, errNothingWritten)
 }
 
 var errNothingWritten = errors.New("nothing was written")

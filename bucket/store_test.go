@@ -116,6 +116,8 @@ func TestOpenStore_BadFile(t *testing.T) {
 		{`{"clients": {"abc": {"capacity": 1, "refill_rate": 50}}}`, `clients["abc"].capacity: 1 is less than one refill (refill_rate 50 x refill_interval 100ms = 5 tokens)`},
 		{`{"clients": {"abc": 5}}`, `clients["abc"]: must be a JSON object, not number`},
 		{`{"clients": {"": {"capacity": 1, "refill_rate": 1}}}`, `clients[""]: key: must not be empty`},
+		{`{"clients": {"1.2.3.4:80": {"capacity": 1, "refill_rate": 1}}}`, `clients["1.2.3.4:80"]: key: 1.2.3.4:80 looks like an address, but an address is written without a port: use 1.2.3.4`},
+		{`{"clients": {"[::1]": {"capacity": 1, "refill_rate": 1}}}`, `clients["[::1]"]: key: [::1] looks like an address, but an address is written without brackets: use ::/64`},
 		{`{"client": {}}`, `unknown field "client"`},
 		{`{"clients": {`, `unexpected EOF`},
 		{`{"clients": {}} {}`, `unexpected data after the JSON object`},
@@ -212,7 +214,7 @@ func TestStore_HandEditIsNotOverwritten(t *testing.T) {
 	if _, err := s.Put("k-5", Limits{5, 1}); !errors.Is(err, ErrChangedOnDisk) {
 		t.Fatalf("Put after a hand edit: %v, want ErrChangedOnDisk", err)
 	}
-	if err := s.Replace(map[string]Limits{}); !errors.Is(err, ErrChangedOnDisk) {
+	if _, err := s.Replace(map[string]Limits{}); !errors.Is(err, ErrChangedOnDisk) {
 		t.Fatalf("Replace after a hand edit: %v, want ErrChangedOnDisk", err)
 	}
 	s.compact() // must not write over the edit
@@ -256,17 +258,98 @@ func TestStore_WritesThroughASymlink(t *testing.T) {
 	}
 }
 
+// TestStore_RepointedSymlinkIsAChangeOnDisk swaps what a symlinked clients
+// file leads to, as a deploy does with ln -sfn, while the Store runs:
+// changes are refused until a reload reads the new file, so that none is
+// acknowledged into a file the next start no longer reads.
+func TestStore_RepointedSymlinkIsAChangeOnDisk(t *testing.T) {
+	swap := func(t *testing.T, link string, put func(tmp string) error) {
+		t.Helper()
+		tmp := link + ".new"
+		if err := put(tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name   string
+		change func(t *testing.T, link string)
+		want   map[string]Limits // after Reload; nil: Reload fails
+	}{
+		{"re-pointed", func(t *testing.T, link string) {
+			swap(t, link, func(tmp string) error { return os.Symlink("real/new.json", tmp) })
+		}, map[string]Limits{"n1": {7, 1}}},
+		{"replaced by a file", func(t *testing.T, link string) {
+			swap(t, link, func(tmp string) error {
+				return os.WriteFile(tmp, []byte(`{"clients": {"f1": {"capacity": 9, "refill_rate": 1}}}`), 0o600)
+			})
+		}, map[string]Limits{"f1": {9, 1}}},
+		{"dangling", func(t *testing.T, link string) {
+			swap(t, link, func(tmp string) error { return os.Symlink("real/gone.json", tmp) })
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.Mkdir(filepath.Join(dir, "real"), 0o700)
+			target, next := filepath.Join(dir, "real", "target.json"), filepath.Join(dir, "real", "new.json")
+			os.WriteFile(target, []byte(`{"clients": {"s1": {"capacity": 5, "refill_rate": 1}}}`), 0o600)
+			os.WriteFile(next, []byte(`{"clients": {"n1": {"capacity": 7, "refill_rate": 1}}}`), 0o600)
+			link := filepath.Join(dir, "clients.json")
+			if err := os.Symlink("real/target.json", link); err != nil {
+				t.Skip("no symlinks here:", err)
+			}
+			s := reopen(t, link)
+			mustPut(t, s, "s2", Limits{6, 1})
+			tt.change(t, link)
+			if _, err := s.Put("s3", Limits{8, 1}); !errors.Is(err, ErrChangedOnDisk) {
+				t.Fatalf("Put after the swap: %v, want ErrChangedOnDisk", err)
+			}
+			if _, _, err := s.Delete("s2"); !errors.Is(err, ErrChangedOnDisk) {
+				t.Fatalf("Delete after the swap: %v, want ErrChangedOnDisk", err)
+			}
+			if _, err := s.Replace(map[string]Limits{"r1": {1, 1}}); !errors.Is(err, ErrChangedOnDisk) {
+				t.Fatalf("Replace after the swap: %v, want ErrChangedOnDisk", err)
+			}
+			s.compact()
+			if data, _ := os.ReadFile(target); strings.Contains(string(data), `"s2"`) {
+				t.Fatalf("compaction wrote to the old target after the swap:\n%s", data)
+			}
+			err := s.Reload()
+			if tt.want == nil {
+				if err == nil {
+					t.Fatal("Reload of a dangling link succeeded")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.All(); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("after Reload: %v, want %v", got, tt.want)
+			}
+			mustPut(t, s, "s3", Limits{8, 1})
+			tt.want["s3"] = Limits{8, 1}
+			if got := reopen(t, link).All(); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("after a restart: %v, want %v: an acknowledged change is lost", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestStore_ReplaceIsAtomic(t *testing.T) {
 	s, path := openTemp(t)
 	mustPut(t, s, "k-1", Limits{1, 1})
-	if err := s.Replace(map[string]Limits{"k-2": {2, 1}, "::ffff:192.0.2.9": {3, 1}}); err != nil {
+	if _, err := s.Replace(map[string]Limits{"k-2": {2, 1}, "::ffff:192.0.2.9": {3, 1}}); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]Limits{"k-2": {2, 1}, "192.0.2.9": {3, 1}}
 	if got := reopen(t, path).All(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after Replace and a restart: %v, want %v", got, want)
 	}
-	err := s.Replace(map[string]Limits{"1.2.3.4": {1, 1}, "::ffff:1.2.3.4": {1, 1}, "x": {0, 1}})
+	_, err := s.Replace(map[string]Limits{"1.2.3.4": {1, 1}, "::ffff:1.2.3.4": {1, 1}, "x": {0, 1}})
 	var invalid *InvalidError
 	if !errors.As(err, &invalid) || !strings.Contains(err.Error(), "same client") || !strings.Contains(err.Error(), `clients["x"].capacity`) {
 		t.Fatalf("Replace with two spellings and a bad entry: %v, want both named", err)
@@ -301,6 +384,48 @@ func TestStore_CanonicalKeys(t *testing.T) {
 		var invalid *InvalidError
 		if _, err := s.Put(k, Limits{5, 1}); !errors.As(err, &invalid) {
 			t.Errorf("Put(%q) = %v, want an InvalidError", k, err)
+		}
+	}
+}
+
+// TestStore_RefusesAddressLookingKeys lists keys that an operator writes
+// meaning a client's address but that no address is spelled as: taken as
+// API keys they would never match a request, so they are refused, naming
+// the canonical spelling when there is one. Keys that only contain dots
+// or colons stay API keys.
+func TestStore_RefusesAddressLookingKeys(t *testing.T) {
+	tests := []struct{ key, want string }{
+		{"[::1]", "key: [::1] looks like an address, but an address is written without brackets: use ::/64"},
+		{"[2001:db8::5]:443", "key: [2001:db8::5]:443 looks like an address, but an address is written without a port: use 2001:db8::/64"},
+		{"1.2.3.4:80", "key: 1.2.3.4:80 looks like an address, but an address is written without a port: use 1.2.3.4"},
+		{"[1.2.3.4]", "key: [1.2.3.4] looks like an address, but an address is written without brackets: use 1.2.3.4"},
+		{"01.2.3.4", "key: 01.2.3.4 looks like an address, but an IPv4 address is written without leading zeros, which some programs read as octal: use 1.2.3.4"},
+		{"010.0.0.1/32", "key: 010.0.0.1/32 looks like an address, but an IPv4 address is written without leading zeros, which some programs read as octal: use 10.0.0.1"},
+		{"1.2.3", "key: 1.2.3 looks like an IPv4 address, but an IPv4 address is four numbers from 0 to 255"},
+		{"1.2.3.256", "key: 1.2.3.256 looks like an IPv4 address, but an IPv4 address is four numbers from 0 to 255"},
+		{"1.2.3.4/33", "key: 1.2.3.4/33 looks like a network, but /33 is not a prefix length for 1.2.3.4"},
+		{"2001:db8::/129", "key: 2001:db8::/129 looks like a network, but /129 is not a prefix length for 2001:db8::"},
+		{"partner-7", ""},
+		{"v1.2.3", ""},
+		{"1.2.3.4.5", ""},
+		{"[abc]", ""},
+		{"svc:80", ""},
+	}
+	for _, tt := range tests {
+		s, _ := openTemp(t)
+		_, err := s.Put(tt.key, Limits{5, 1})
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("Put(%q) = %v, want it listed as an API key", tt.key, err)
+			}
+			continue
+		}
+		var invalid *InvalidError
+		if !errors.As(err, &invalid) || err.Error() != tt.want {
+			t.Errorf("Put(%q) = %v,\nwant %q", tt.key, err, tt.want)
+		}
+		if s.Len() != 0 {
+			t.Errorf("Put(%q) listed it: %v", tt.key, s.All())
 		}
 	}
 }
@@ -341,7 +466,7 @@ func BenchmarkStore(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := s.Replace(set); err != nil {
+		if _, err := s.Replace(set); err != nil {
 			b.Fatal(err)
 		}
 		return s

@@ -47,8 +47,8 @@ func (s *Store) change(key string, lim *Limits) (existed bool, err error) {
 	if lim == nil && !existed {
 		return false, nil
 	}
-	if s.changedOnDisk() {
-		return existed, s.conflict()
+	if why := s.diskChange(); why != "" {
+		return existed, s.conflict(why)
 	}
 	if s.log == nil {
 		if err := s.newLog(nil); err != nil {
@@ -78,26 +78,43 @@ func (s *Store) change(key string, lim *Limits) (existed bool, err error) {
 	return existed, nil
 }
 
+// Changes counts what a Replace did to the listed clients.
+type Changes struct {
+	Added   int // listed, and were not
+	Changed int // listed before with other limits
+	Removed int // no longer listed
+}
+
 // Replace makes m the whole set of listed clients, atomically and durably
-// (a new clients file), and applies it to the Limiter. Keys in any
-// spelling; two spellings of one client, a bad key or bad limits are an
-// *InvalidError listing every problem. Other errors as for Put.
-func (s *Store) Replace(m map[string]Limits) error {
+// (a new clients file), applies it to the Limiter, and returns what it
+// changed. Keys in any spelling; two spellings of one client, a bad key or
+// bad limits are an *InvalidError listing every problem. Other errors as
+// for Put.
+func (s *Store) Replace(m map[string]Limits) (Changes, error) {
 	next, err := parseClients(encodeClients(m), s.l)
 	if err != nil {
-		return &InvalidError{err}
+		return Changes{}, &InvalidError{err}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.changedOnDisk() {
-		return s.conflict()
+	if why := s.diskChange(); why != "" {
+		return Changes{}, s.conflict(why)
 	}
 	if err := s.install(encodeClients(next), "", s.seq); err != nil {
-		return err
+		return Changes{}, err
 	}
+	var c Changes
+	for k, lim := range next {
+		if old, ok := s.m[k]; !ok {
+			c.Added++
+		} else if old != lim {
+			c.Changed++
+		}
+	}
+	c.Removed = len(s.m) - (len(next) - c.Added)
 	s.m = next
 	s.l.SetOverrides(next)
-	return nil
+	return c, nil
 }
 
 // Reload re-reads the clients file and its log (on SIGHUP) and applies the
@@ -151,8 +168,8 @@ func (s *Store) compact() {
 		s.mu.Unlock()
 		return
 	}
-	if s.changedOnDisk() {
-		s.conflict() // logged once; the file is not touched until a reload
+	if why := s.diskChange(); why != "" {
+		s.conflict(why) // logged once; the file is not touched until a reload
 		s.mu.Unlock()
 		return
 	}
@@ -168,7 +185,7 @@ func (s *Store) compact() {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.file != file || through <= s.folded || s.changedOnDisk() {
+	if s.file != file || through <= s.folded || s.diskChange() != "" {
 		removeFile(tmp) // another compaction or a Replace got there first
 		return
 	}
