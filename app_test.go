@@ -81,7 +81,7 @@ type runningApp struct {
 // test ends.
 func startApp(t *testing.T, path string) *runningApp {
 	t.Helper()
-	cfg, cert, err := loadConfig(path, Overrides{})
+	cfg, cert, err := loadConfig(path, Overrides{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// backends: run on the defaults, as "stdlb -backends URL" suggests.
 		load = ""
 	}
-	cfg, cert, err := loadConfig(load, over)
+	cfg, cert, err := loadConfig(load, over, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2

@@ -36,7 +36,7 @@ func (a *app) reload(source string) (reloadOutcome, error) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	old := a.cfg.Load()
-	cfg, cert, err := loadConfig(a.path, a.over)
+	cfg, cert, err := loadConfig(a.path, a.over, &a.limit.fixed)
 	if err == nil {
 		err = a.limit.reload(cfg, a.path)
 	}
