@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -61,10 +62,31 @@ func writeConfig(t *testing.T, path string, extra string, backends ...string) {
 		"health_check": {"interval": "20ms", "timeout": "2s"},
 		"timeouts": {"shutdown": "5s"},
 		"rate_limit": {"clients_file": %q},
-		"admin": {"listen": "127.0.0.1:0"}%s}`, strings.Join(list, ", "), clients, extra)
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		"admin": {"listen": "127.0.0.1:0"}}`, strings.Join(list, ", "), clients)
+	if err := os.WriteFile(path, withFields(t, data, extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// withFields returns the JSON object base with the members of extra
+// (written `, "name": value, ...`, as the config helpers take it) in place
+// of its own of the same name: a config file may not repeat a field.
+func withFields(t *testing.T, base, extra string) []byte {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(base), &m); err != nil {
+		t.Fatal(err)
+	}
+	if extra = strings.TrimPrefix(strings.TrimSpace(extra), ","); extra != "" {
+		if err := json.Unmarshal([]byte("{"+extra+"}"), &m); err != nil {
+			t.Fatalf("extra fields %s: %v", extra, err)
+		}
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 type runningApp struct {

@@ -113,6 +113,11 @@ func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
 			`listen: want host:port or :port, got "8080"`,
 			"admin.listen: name the address to listen on, e.g. 127.0.0.1:9090 (an empty host listens on every interface)",
 		}},
+		{"repeated fields", "{\"backends\": [{\"url\": \"http://a:1\", \"url\": \"http://b:1\"}],\n" +
+			"\"rate_limit\": {\"capacity\": 5, \"refill_rate\": 1,\n  \"capacit\\u0079\": 500}}", []string{
+			"backends[0].url: given twice, at line 1, column 16 and at line 1, column 37; say it once (JSON readers differ on which one counts)",
+			"rate_limit.capacity: given twice, at line 2, column 16 and at line 3, column 3; say it once (JSON readers differ on which one counts)",
+		}},
 		{"not JSON", "{\n  \"listen\": \":8080\",\n}", []string{
 			"not valid JSON: line 3, column 1: invalid character '}' looking for beginning of object key string",
 		}},
@@ -134,6 +139,11 @@ func TestLoadConfig_NamesTheFile(t *testing.T) {
 	_, err := LoadConfig(path, Overrides{})
 	if err == nil || err.Error() != path+`: backends[0].url: "ftp://a" has no http:// or https:// scheme` {
 		t.Fatalf("error = %v", err)
+	}
+	os.WriteFile(path, []byte(`{"backends": [{"url": "http://a:1"}], "retries": 1, "retries": 3}`), 0o644)
+	_, err = LoadConfig(path, Overrides{})
+	if err == nil || !strings.HasPrefix(err.Error(), path+": retries: given twice, at line 1, column 39 and at line 1, column 53;") {
+		t.Fatalf("repeated field: %v", err)
 	}
 	_, err = LoadConfig(filepath.Join(t.TempDir(), "missing.json"), Overrides{})
 	if err == nil || !strings.Contains(err.Error(), "config file: open ") {
