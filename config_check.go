@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -86,11 +87,27 @@ func shapeOf(path string, v any, t reflect.Type, problems []string) []string {
 			return bad("a whole number")
 		}
 		if _, err := n.Int64(); err != nil {
-			return bad("a whole number")
+			// 2.5 is no whole number. 5.0, 5e0 and 1e30 are, but
+			// encoding/json reads none of them into an integer.
+			f, err := strconv.ParseFloat(n.String(), 64)
+			r := rangeOf(path)
+			switch {
+			case err == nil && f != math.Trunc(f):
+				return bad("a whole number")
+			case f >= r.lo && f <= r.hi:
+				return append(problems, fmt.Sprintf("%s: write %s as %s, without a fraction or exponent", path, n, formatNumber(f)))
+			case f > r.hi && r.hi >= math.MaxInt64: // "1 or more"
+				return append(problems, fmt.Sprintf("%s: must be %s, and at most %d, got %s", path, r, math.MaxInt64, n))
+			}
+			return append(problems, fmt.Sprintf("%s: must be %s, got %s", path, r, n))
 		}
 	case reflect.Float64:
-		if _, ok := v.(json.Number); !ok {
+		n, ok := v.(json.Number)
+		if !ok {
 			return bad("a number")
+		}
+		if _, err := n.Float64(); err != nil { // 1e400
+			return append(problems, fmt.Sprintf("%s: must be %s, got %s", path, rangeOf(path), n))
 		}
 	}
 	return problems
@@ -126,6 +143,54 @@ func jsonKind(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
+// numRange is the values a numeric field takes, from lo to hi.
+type numRange struct {
+	lo, hi float64
+	say    string // how a message puts it; "" for "between lo and hi"
+}
+
+func (r numRange) String() string {
+	if r.say != "" {
+		return r.say
+	}
+	return "between " + formatNumber(r.lo) + " and " + formatNumber(r.hi)
+}
+
+// numRanges are the ranges of the numeric fields, by path without list
+// indices: validate checks values against them, and shapeOf names them
+// for a number too large to be read at all (1e30 for a whole number).
+var numRanges = map[string]numRange{
+	"backends[].weight":                {0, 1000, "between 1 and 1000 (0 or absent means 1)"},
+	"health_check.healthy_threshold":   {1, math.MaxInt64, "1 or more"},
+	"health_check.unhealthy_threshold": {1, math.MaxInt64, "1 or more"},
+	"retries":                          {0, 10, ""},
+	"max_header_bytes":                 {4096, 16 << 20, ""},
+	"rate_limit.capacity":              {1, bucket.MaxCapacity, ""},
+	"rate_limit.refill_rate":           {math.SmallestNonzeroFloat64, bucket.MaxRefillRate, "more than 0 and at most 1e9 tokens per second"},
+	"rate_limit.max_key_length":        {1, 4096, ""},
+	"rate_limit.max_clients":           {1, math.MaxInt64, "1 or more"},
+	"rate_limit.instances":             {1, 1000, ""},
+	"rate_limit.ipv6_prefix":           {16, 128, "between 16 and 128 (the bits of an IPv6 address that make one client)"},
+	"runtime.gogc":                     {-1, math.MaxInt64, "-1 (off), 0 (runtime default) or a percentage"},
+}
+
+var listIndex = regexp.MustCompile(`\[[0-9]+\]`)
+
+// rangeOf returns the range of the numeric field at path
+// ("backends[2].weight").
+func rangeOf(path string) numRange {
+	return numRanges[listIndex.ReplaceAllString(path, "[]")]
+}
+
+// formatNumber writes v as a reader would: whole numbers in full
+// (16777216, not 1.6777216e+07).
+func formatNumber(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e21 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}
+
 // headerName is an HTTP field name (RFC 9110 token).
 var headerName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -153,6 +218,11 @@ func (c *Config) validate(shapeProblems []string) []string {
 			ps = append(ps, path+": "+fmt.Sprintf(format, args...))
 		}
 	}
+	inRange := func(path string, v float64) {
+		if r := rangeOf(path); v < r.lo || v > r.hi {
+			add(path, "must be %s, got %s", r, formatNumber(v))
+		}
+	}
 	positive := func(path string, d Duration) {
 		if d <= 0 {
 			add(path, "must be more than 0, got %s", d.D())
@@ -178,9 +248,7 @@ func (c *Config) validate(shapeProblems []string) []string {
 		} else {
 			seen[canonicalURL(b.URL)] = i
 		}
-		if b.Weight < 0 || b.Weight > 1000 {
-			add(p+".weight", "must be between 1 and 1000 (0 or absent means 1), got %d", b.Weight)
-		}
+		inRange(p+".weight", float64(b.Weight))
 		checkBackendName(add, p+".name", b.Name, names, i)
 	}
 
@@ -190,15 +258,9 @@ func (c *Config) validate(shapeProblems []string) []string {
 	}
 	positive("health_check.interval", h.Interval)
 	positive("health_check.timeout", h.Timeout)
-	if h.HealthyThreshold < 1 {
-		add("health_check.healthy_threshold", "must be 1 or more, got %d", h.HealthyThreshold)
-	}
-	if h.UnhealthyThreshold < 1 {
-		add("health_check.unhealthy_threshold", "must be 1 or more, got %d", h.UnhealthyThreshold)
-	}
-	if c.Retries < 0 || c.Retries > 10 {
-		add("retries", "must be between 0 and 10, got %d", c.Retries)
-	}
+	inRange("health_check.healthy_threshold", float64(h.HealthyThreshold))
+	inRange("health_check.unhealthy_threshold", float64(h.UnhealthyThreshold))
+	inRange("retries", float64(c.Retries))
 	t := c.Timeouts
 	positive("timeouts.read_header", t.ReadHeader)
 	positive("timeouts.read_body", t.ReadBody)
@@ -207,20 +269,14 @@ func (c *Config) validate(shapeProblems []string) []string {
 	positive("timeouts.backend_dial", t.BackendDial)
 	positive("timeouts.backend_response", t.BackendResponse)
 	positive("timeouts.shutdown", t.Shutdown)
-	if c.MaxHeaderBytes < 4096 || c.MaxHeaderBytes > 16<<20 {
-		add("max_header_bytes", "must be between 4096 and 16777216, got %d", c.MaxHeaderBytes)
-	}
+	inRange("max_header_bytes", float64(c.MaxHeaderBytes))
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		add("log_format", "want \"text\" or \"json\", got %q", c.LogFormat)
 	}
 
 	r := c.RateLimit
-	if r.Capacity < 1 || r.Capacity > bucket.MaxCapacity {
-		add("rate_limit.capacity", "must be between 1 and %d, got %d", bucket.MaxCapacity, r.Capacity)
-	}
-	if !(r.RefillRate > 0) || r.RefillRate > 1e9 {
-		add("rate_limit.refill_rate", "must be more than 0 tokens per second, got %v", r.RefillRate)
-	}
+	inRange("rate_limit.capacity", float64(r.Capacity))
+	inRange("rate_limit.refill_rate", r.RefillRate)
 	positive("rate_limit.refill_interval", r.RefillInterval)
 	if r.RefillInterval > Seconds(60) {
 		add("rate_limit.refill_interval", "must be at most 1m, got %s", r.RefillInterval.D())
@@ -228,9 +284,7 @@ func (c *Config) validate(shapeProblems []string) []string {
 	if r.KeyHeader != "" && !headerName.MatchString(r.KeyHeader) {
 		add("rate_limit.key_header", "%q is not a valid header name", r.KeyHeader)
 	}
-	if r.MaxKeyLength < 1 || r.MaxKeyLength > 4096 {
-		add("rate_limit.max_key_length", "must be between 1 and 4096, got %d", r.MaxKeyLength)
-	}
+	inRange("rate_limit.max_key_length", float64(r.MaxKeyLength))
 	for i, s := range r.TrustedProxies {
 		if _, err := parsePrefix(s); err != nil {
 			add(fmt.Sprintf("rate_limit.trusted_proxies[%d]", i), "%v", err)
@@ -239,13 +293,10 @@ func (c *Config) validate(shapeProblems []string) []string {
 	if r.ClientsFile == "" {
 		add("rate_limit.clients_file", "must name the file that keeps per-client limits")
 	}
-	if r.MaxClients < 1 {
-		add("rate_limit.max_clients", "must be 1 or more, got %d", r.MaxClients)
-	}
+	inRange("rate_limit.max_clients", float64(r.MaxClients))
 	positive("rate_limit.idle_timeout", r.IdleTimeout)
-	if r.Instances < 1 || r.Instances > 1000 {
-		add("rate_limit.instances", "must be between 1 and 1000, got %d", r.Instances)
-	}
+	inRange("rate_limit.instances", float64(r.Instances))
+	inRange("rate_limit.ipv6_prefix", float64(r.IPv6Prefix))
 	checkRateFits(add, r)
 
 	if c.Admin.Listen != "" {
@@ -255,9 +306,7 @@ func (c *Config) validate(shapeProblems []string) []string {
 	if !envName.MatchString(c.Admin.TokenEnv) {
 		add("admin.token_env", "%q is not an environment variable name", c.Admin.TokenEnv)
 	}
-	if c.Runtime.GOGC < -1 {
-		add("runtime.gogc", "must be -1 (off), 0 (runtime default) or a percentage, got %d", c.Runtime.GOGC)
-	}
+	inRange("runtime.gogc", float64(c.Runtime.GOGC))
 	if c.Runtime.MemoryLimit != "" {
 		if _, err := parseBytes(c.Runtime.MemoryLimit); err != nil {
 			add("runtime.memory_limit", "%v", err)
@@ -381,9 +430,6 @@ func parseBytes(s string) (int64, error) {
 // capacity below one refill interval's refill (the surplus would be lost
 // every tick) or a rate below a millionth of a token a tick.
 func checkRateFits(add func(string, string, ...any), r RateLimitConfig) {
-	if r.IPv6Prefix < 16 || r.IPv6Prefix > 128 {
-		add("rate_limit.ipv6_prefix", "must be between 16 and 128 (the bits of an IPv6 address that make one client), got %d", r.IPv6Prefix)
-	}
 	if r.RefillInterval <= 0 || r.RefillInterval > Seconds(60) || r.Instances < 1 || r.Instances > 1000 {
 		return // reported above
 	}

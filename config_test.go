@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -105,7 +106,7 @@ func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
 		}},
 		{"rate limit settings", `{"backends": [{"url": "http://a:1"}], "rate_limit": {"capacity": 0, "refill_rate": -1, "trusted_proxies": ["10.0.0.0/8", "nope"], "key_header": "X Key"}}`, []string{
 			"rate_limit.capacity: must be between 1 and 8388608, got 0",
-			"rate_limit.refill_rate: must be more than 0 tokens per second, got -1",
+			"rate_limit.refill_rate: must be more than 0 and at most 1e9 tokens per second, got -1",
 			`rate_limit.key_header: "X Key" is not a valid header name`,
 			`rate_limit.trusted_proxies[1]: "nope" is neither an address nor a CIDR network`,
 		}},
@@ -130,6 +131,61 @@ func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
 			_, err := ParseConfig([]byte(tt.json), Overrides{})
 			wantProblems(t, err, tt.want...)
 		})
+	}
+}
+
+// TestParseConfig_NumbersOutOfRangeSayTheRange: a number outside its
+// field's range is refused with the range, however it is written, and
+// advice names only values that pass.
+func TestParseConfig_NumbersOutOfRangeSayTheRange(t *testing.T) {
+	for _, tc := range []struct{ fields, want string }{
+		{`"rate_limit": {"refill_rate": 2e9}`, "rate_limit.refill_rate: must be more than 0 and at most 1e9 tokens per second, got 2000000000"},
+		{`"rate_limit": {"refill_rate": 1e400}`, "rate_limit.refill_rate: must be more than 0 and at most 1e9 tokens per second, got 1e400"},
+		{`"rate_limit": {"capacity": 1e30}`, "rate_limit.capacity: must be between 1 and 8388608, got 1e30"},
+		{`"rate_limit": {"capacity": -99999999999999999999}`, "rate_limit.capacity: must be between 1 and 8388608, got -99999999999999999999"},
+		{`"rate_limit": {"max_clients": 1e30}`, "rate_limit.max_clients: must be 1 or more, and at most 9223372036854775807, got 1e30"},
+		{`"rate_limit": {"capacity": 5e0}`, "rate_limit.capacity: write 5e0 as 5, without a fraction or exponent"},
+		{`"rate_limit": {"capacity": 2.5}`, "rate_limit.capacity: want a whole number, got number 2.5"},
+		{`"max_header_bytes": 2e7`, "max_header_bytes: must be between 4096 and 16777216, got 2e7"},
+		{`"max_header_bytes": 20000000`, "max_header_bytes: must be between 4096 and 16777216, got 20000000"},
+		{`"rate_limit": {"capacity": 8388608, "refill_rate": 1e9, "refill_interval": "1s"}`,
+			"rate_limit.capacity: 8388608 is less than one refill (refill_rate 1e+09 x refill_interval 1s = 1e+09 tokens), so the bucket would drop the surplus " +
+				"and admit only about 8.38861e+06 a second: shorten rate_limit.refill_interval to at most 8ms or lower refill_rate to at most 8388600 (capacity is at most 8388608)"},
+	} {
+		_, err := ParseConfig([]byte(`{"backends": [{"url": "http://a:1"}], `+tc.fields+`}`), Overrides{})
+		wantProblems(t, err, tc.want)
+	}
+}
+
+// TestNumRanges_CoverEveryNumericField: every number in Config has the
+// range validate checks and shapeOf names, and no range is left over.
+func TestNumRanges_CoverEveryNumericField(t *testing.T) {
+	seen := map[string]bool{}
+	var walk func(path string, typ reflect.Type)
+	walk = func(path string, typ reflect.Type) {
+		switch typ.Kind() {
+		case reflect.Struct:
+			for f := range typ.Fields() {
+				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+				walk(joinPath(path, name), f.Type)
+			}
+		case reflect.Slice:
+			walk(path+"[]", typ.Elem())
+		case reflect.Int, reflect.Int64, reflect.Float64:
+			if typ == durationType {
+				return
+			}
+			seen[path] = true
+			if _, ok := numRanges[path]; !ok {
+				t.Errorf("%s has no range in numRanges", path)
+			}
+		}
+	}
+	walk("", reflect.TypeFor[Config]())
+	for path := range numRanges {
+		if !seen[path] {
+			t.Errorf("numRanges has %s, which is no numeric field", path)
+		}
 	}
 }
 
