@@ -303,6 +303,7 @@ func (c *Config) validate(shapeProblems []string) []string {
 		checkListen(add, "admin.listen", c.Admin.Listen, true)
 	}
 	c.TLS.check(add)
+	checkListenersApart(add, []namedAddr{{"listen", c.Listen}, {"admin.listen", c.Admin.Listen}, {"tls.redirect_http", c.TLS.RedirectHTTP}})
 	if !envName.MatchString(c.Admin.TokenEnv) {
 		add("admin.token_env", "%q is not an environment variable name", c.Admin.TokenEnv)
 	}
@@ -331,6 +332,70 @@ func checkListen(add func(string, string, ...any), path, addr string, needHost b
 	if _, err := net.LookupPort("tcp", port); err != nil {
 		add(path, "bad port %q", port)
 	}
+}
+
+// namedAddr is a listen address and the field that gives it.
+type namedAddr struct{ field, addr string }
+
+// checkListenersApart reports each listener whose address clashes with an
+// earlier one's (see listenClash): the second would fail to start with
+// "address already in use", which the file alone shows. Empty addresses
+// (off) and bad ones (reported by checkListen) are skipped.
+func checkListenersApart(add func(string, string, ...any), ls []namedAddr) {
+	for i, b := range ls {
+		for _, a := range ls[:i] {
+			if port, wildcard, clash := listenClash(a.addr, b.addr); clash {
+				why := ""
+				if wildcard {
+					why = ", and a listener with no host, 0.0.0.0 or [::] takes its port on every address"
+				}
+				add(b.field, "%s clashes with %s (%s): both want port %d%s; give each its own port", b.addr, a.field, a.addr, port, why)
+				break
+			}
+		}
+	}
+}
+
+// listenClash reports whether listening on a and then on b would fail:
+// both on one port other than 0, and on one address, or either on every
+// address (no host, 0.0.0.0 or ::: Go listens on both families then). It
+// also reports that port, and whether a wildcard made the clash. Host
+// names other than localhost are compared as written.
+func listenClash(a, b string) (port int, wildcard, clash bool) {
+	ha, pa, okA := splitListen(a)
+	hb, pb, okB := splitListen(b)
+	if !okA || !okB || pa != pb || pa == 0 {
+		return 0, false, false
+	}
+	if ha == "" || hb == "" {
+		return pa, ha != hb, true
+	}
+	return pa, false, ha == hb
+}
+
+// splitListen returns the host of a listen address in a form fit to
+// compare ("" for every address, an IP address unmapped, localhost as
+// 127.0.0.1, other names in lower case) and its port number.
+func splitListen(addr string) (host string, port int, ok bool) {
+	h, p, err := net.SplitHostPort(addr)
+	if addr == "" || err != nil {
+		return "", 0, false
+	}
+	port, err = net.LookupPort("tcp", p)
+	if err != nil {
+		return "", 0, false
+	}
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "localhost" {
+		h = "127.0.0.1" // where Go's Listen puts it
+	}
+	if ip, err := netip.ParseAddr(h); err == nil {
+		if ip.IsUnspecified() {
+			return "", port, true
+		}
+		h = ip.Unmap().String()
+	}
+	return h, port, true
 }
 
 // backendName is what a backend's name may be: short, and plain enough to

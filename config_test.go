@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -244,5 +245,60 @@ func TestParseConfig_RefusesNetHTTPFrontServer(t *testing.T) {
 		"because net/http's server accepts request framing a proxy must refuse (see Protocol strictness in the README); remove the setting")
 	if _, err := ParseConfig([]byte(`{"backends": [{"url": "http://127.0.0.1:9001"}], "runtime": {"fast_http1": true}}`), Overrides{}); err != nil {
 		t.Fatalf("a file that still says fast_http1 true: %v", err)
+	}
+}
+
+// TestListenClash: two listeners clash on one port when they share an
+// address or either takes every address, as Go's Listen does on Linux
+// (each pair below was tried with net.Listen).
+func TestListenClash(t *testing.T) {
+	for _, tc := range []struct {
+		a, b  string
+		clash bool
+	}{
+		{"127.0.0.1:8080", "127.0.0.1:8080", true},
+		{":8080", "127.0.0.1:8080", true},
+		{"127.0.0.1:8080", ":8080", true},
+		{"0.0.0.0:8080", "[::1]:8080", true},
+		{"[::]:8080", "127.0.0.1:8080", true},
+		{"localhost:8080", "127.0.0.1:8080", true},
+		{"LOCALHOST:8080", "localhost:8080", true},
+		{"[::ffff:127.0.0.1]:8080", "127.0.0.1:8080", true},
+		{":http", ":80", true},
+		{"127.0.0.1:8080", "127.0.0.2:8080", false},
+		{"localhost:8080", "[::1]:8080", false},
+		{"127.0.0.1:8080", "127.0.0.1:8081", false},
+		{"127.0.0.1:0", "127.0.0.1:0", false}, // the system picks two ports
+		{":8080", "", false},                  // off
+	} {
+		if _, _, got := listenClash(tc.a, tc.b); got != tc.clash {
+			t.Errorf("listenClash(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.clash)
+		}
+	}
+}
+
+// TestParseConfig_ListenersOnOnePortAreRefused: a clash the file shows is a
+// configuration error naming both fields, not a failure to start.
+func TestParseConfig_ListenersOnOnePortAreRefused(t *testing.T) {
+	for _, tc := range []struct{ fields, want string }{
+		{`"listen": "127.0.0.1:9090"`,
+			"admin.listen: 127.0.0.1:9090 clashes with listen (127.0.0.1:9090): both want port 9090; give each its own port"},
+		{`"listen": ":9090"`,
+			"admin.listen: 127.0.0.1:9090 clashes with listen (:9090): both want port 9090, and a listener with no host, 0.0.0.0 or [::] takes its port on every address; give each its own port"},
+		{`"listen": ":8443", "tls": {"cert_file": "c.pem", "key_file": "k.pem", "redirect_http": "0.0.0.0:8443"}`,
+			"tls.redirect_http: 0.0.0.0:8443 clashes with listen (:8443): both want port 8443; give each its own port"},
+		{`"admin": {"listen": "127.0.0.1:80"}, "tls": {"cert_file": "c.pem", "key_file": "k.pem", "redirect_http": ":80"}`,
+			"tls.redirect_http: :80 clashes with admin.listen (127.0.0.1:80): both want port 80, and a listener with no host, 0.0.0.0 or [::] takes its port on every address; give each its own port"},
+	} {
+		_, err := ParseConfig([]byte(`{"backends": [{"url": "http://a:1"}], `+tc.fields+`}`), Overrides{})
+		wantProblems(t, err, tc.want)
+	}
+	// The same through the command line: exit 2 before listening.
+	path := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(path, []byte(`{"backends": [{"url": "http://127.0.0.1:9"}], "admin": {"listen": "127.0.0.1:9090"}}`), 0o644)
+	var stderr strings.Builder
+	if code := run([]string{"-config", path, "-listen", "127.0.0.1:9090"}, io.Discard, &stderr); code != 2 ||
+		!strings.Contains(stderr.String(), "admin.listen: 127.0.0.1:9090 clashes with listen (127.0.0.1:9090)") {
+		t.Fatalf("exit %d, %q; want 2 naming both", code, stderr.String())
 	}
 }
