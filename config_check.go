@@ -459,10 +459,16 @@ func canonicalURL(s string) string {
 	return u.String()
 }
 
-// parsePrefix reads a CIDR ("10.0.0.0/8") or a single address.
+// parsePrefix reads a CIDR ("10.0.0.0/8") or a single address. A CIDR
+// with host bits set ("10.0.0.1/8") is refused: it reads as one address
+// but would stand for the whole network.
 func parsePrefix(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
+		if p != p.Masked() {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set: did you mean %s (the network) or %s (the one address)?",
+				s, p.Masked(), netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
+		}
+		return p, nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {

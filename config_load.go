@@ -89,6 +89,20 @@ func startOnlyProblems(cfg *Config) []string {
 		cfg.Admin.Listen, cfg.Admin.TokenEnv)}
 }
 
+// configWarnings lists what in cfg is allowed but probably a mistake, one
+// line each with its field, for the log at start and on reload and for
+// -check-config.
+func configWarnings(cfg *Config) []string {
+	var out []string
+	for i, s := range cfg.RateLimit.TrustedProxies {
+		if p, err := parsePrefix(s); err == nil && p.Bits() == 0 {
+			out = append(out, fmt.Sprintf("rate_limit.trusted_proxies[%d]: %s trusts every peer: any client can name its own address "+
+				"in X-Forwarded-For and escape its rate limit; list only your proxies' addresses", i, s))
+		}
+	}
+	return out
+}
+
 // clientsFileProblems reads the clients file cfg names and returns one
 // problem for each bad entry, each naming the file. On a reload (running
 // not nil) the entries must fit the running limiter too.

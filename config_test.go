@@ -111,6 +111,10 @@ func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
 			`rate_limit.key_header: "X Key" is not a valid header name`,
 			`rate_limit.trusted_proxies[1]: "nope" is neither an address nor a CIDR network`,
 		}},
+		{"trusted proxies with host bits", `{"backends": [{"url": "http://a:1"}], "rate_limit": {"trusted_proxies": ["10.0.0.1/8", "10.0.0.0/8", "192.0.2.7", "2001:db8::1/64"]}}`, []string{
+			`rate_limit.trusted_proxies[0]: "10.0.0.1/8" has host bits set: did you mean 10.0.0.0/8 (the network) or 10.0.0.1/32 (the one address)?`,
+			`rate_limit.trusted_proxies[3]: "2001:db8::1/64" has host bits set: did you mean 2001:db8::/64 (the network) or 2001:db8::1/128 (the one address)?`,
+		}},
 		{"listen addresses", `{"listen": "8080", "backends": [{"url": "http://a:1"}], "admin": {"listen": ":9090"}}`, []string{
 			`listen: want host:port or :port, got "8080"`,
 			"admin.listen: name the address to listen on, e.g. 127.0.0.1:9090 (an empty host listens on every interface)",

@@ -82,6 +82,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			msg += "; certificate " + cert.describe()
 		}
 		fmt.Fprintln(stdout, msg+")")
+		for _, w := range configWarnings(cfg) {
+			fmt.Fprintln(stderr, path+": warning: "+w)
+		}
 		return 0
 	}
 

@@ -107,3 +107,31 @@ func TestReload_RateLimitPolicySaysWhatRuns(t *testing.T) {
 		t.Fatalf("RateLimit-Policy after the reload: %s, want q=30;w=20", got)
 	}
 }
+
+// TestApp_WarnsWhenEveryPeerIsTrusted: trusted_proxies 0.0.0.0/0 or ::/0
+// lets any client choose its X-Forwarded-For, and so its bucket. It is
+// allowed (a balancer behind a cloud load balancer may need it) but said
+// at start, on reload (in the log and the answer) and by -check-config.
+func TestApp_WarnsWhenEveryPeerIsTrusted(t *testing.T) {
+	be := backendNamed(t, "a")
+	path := filepath.Join(t.TempDir(), "config.json")
+	t.Setenv("STDLB_TEST_ADMIN_TOKEN", "s3cret")
+	writeLimitsConfig(t, path, be.URL, `"trusted_proxies": ["192.0.2.1", "0.0.0.0/0"]`)
+	var stdout, stderr strings.Builder
+	if code := run([]string{"-config", path, "-check-config"}, &stdout, &stderr); code != 0 ||
+		!strings.Contains(stderr.String(), path+": warning: rate_limit.trusted_proxies[1]: 0.0.0.0/0 trusts every peer") {
+		t.Fatalf("-check-config: exit %d, stderr %q; want 0 and the warning", code, stderr.String())
+	}
+	r := startApp(t, path)
+	if logs := r.logs.String(); !strings.Contains(logs, `level=WARN msg="rate_limit.trusted_proxies[1]: 0.0.0.0/0 trusts every peer: any client can name its own address in X-Forwarded-For and escape its rate limit`) {
+		t.Fatalf("no warning at start:\n%s", logs)
+	}
+	writeLimitsConfig(t, path, be.URL, `"trusted_proxies": ["::/0"]`)
+	code, out := adminDo(t, "POST", "http://"+r.AdminAddr()+"/reload", "s3cret", "")
+	if code != http.StatusOK || !strings.Contains(fmt.Sprint(out["warnings"]), "rate_limit.trusted_proxies[0]: ::/0 trusts every peer") {
+		t.Fatalf("reload: %d %v; want 200 with the warning", code, out)
+	}
+	if logs := r.logs.String(); !strings.Contains(logs, `level=WARN msg="reload: rate_limit.trusted_proxies[0]: ::/0 trusts every peer`) {
+		t.Fatalf("no warning on reload:\n%s", logs)
+	}
+}
