@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"reflect"
@@ -194,6 +195,28 @@ func formatNumber(v float64) string {
 // headerName is an HTTP field name (RFC 9110 token).
 var headerName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
+// notAKey maps the header fields key_header may not name, canonical, to
+// why. A key is only as good as the check a backend makes of it; these
+// fields are consumed or rewritten by HTTP or by the balancer before any
+// backend could check them, or hold more than one value a client can vary
+// freely. Any of them would give a client a fresh bucket for a new value.
+// Authorization stays allowed: a backend checks a bearer token.
+var notAKey = func() map[string]string {
+	m := map[string]string{
+		"Host":           "it names the site asked for, not the client, and any client may send any value",
+		"Content-Length": "it frames the request body and differs from one body to the next",
+		"Cookie":         "it holds every cookie at once: a client adds a cookie of its own for a fresh bucket while the backend still sees its session",
+	}
+	for _, h := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Authorization"} {
+		m[http.CanonicalHeaderKey(h)] = "it is a hop-by-hop field: it ends at the balancer, so no backend could check the key"
+	}
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "X-Real-IP"} {
+		m[http.CanonicalHeaderKey(h)] = "it is a forwarding field the balancer sets or drops, and a client may write any address there; " +
+			"to limit by address, leave key_header empty (X-Forwarded-For counts only from trusted_proxies)"
+	}
+	return m
+}()
+
 // envName is a portable environment variable name.
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -283,6 +306,8 @@ func (c *Config) validate(shapeProblems []string) []string {
 	}
 	if r.KeyHeader != "" && !headerName.MatchString(r.KeyHeader) {
 		add("rate_limit.key_header", "%q is not a valid header name", r.KeyHeader)
+	} else if why, ok := notAKey[http.CanonicalHeaderKey(r.KeyHeader)]; ok {
+		add("rate_limit.key_header", "%q cannot tell clients apart: %s", r.KeyHeader, why)
 	}
 	inRange("rate_limit.max_key_length", float64(r.MaxKeyLength))
 	for i, s := range r.TrustedProxies {

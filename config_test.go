@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -304,5 +305,40 @@ func TestParseConfig_ListenersOnOnePortAreRefused(t *testing.T) {
 	if code := run([]string{"-config", path, "-listen", "127.0.0.1:9090"}, io.Discard, &stderr); code != 2 ||
 		!strings.Contains(stderr.String(), "admin.listen: 127.0.0.1:9090 clashes with listen (127.0.0.1:9090)") {
 		t.Fatalf("exit %d, %q; want 2 naming both", code, stderr.String())
+	}
+}
+
+// TestParseConfig_KeyHeaderMustIdentifyAClient: key_header may not name a
+// field HTTP or the balancer consumes or rewrites, or Cookie, in any case.
+func TestParseConfig_KeyHeaderMustIdentifyAClient(t *testing.T) {
+	for _, tc := range []struct {
+		header, why string // why "" : accepted
+	}{
+		{"X-API-Key", ""},
+		{"Authorization", ""},
+		{"x-client-id", ""},
+		{"Host", "it names the site asked for"},
+		{"HOST", "it names the site asked for"},
+		{"content-length", "it frames the request body"},
+		{"Cookie", "it holds every cookie at once"},
+		{"Connection", "it is a hop-by-hop field"},
+		{"te", "it is a hop-by-hop field"},
+		{"Transfer-Encoding", "it is a hop-by-hop field"},
+		{"Proxy-Authorization", "it is a hop-by-hop field"},
+		{"X-Forwarded-For", "it is a forwarding field the balancer sets or drops"},
+		{"forwarded", "it is a forwarding field the balancer sets or drops"},
+		{"X-Real-IP", "it is a forwarding field the balancer sets or drops"},
+	} {
+		_, err := ParseConfig([]byte(`{"backends": [{"url": "http://a:1"}], "rate_limit": {"key_header": "`+tc.header+`"}}`), Overrides{})
+		if tc.why == "" {
+			if err != nil {
+				t.Errorf("key_header %s: %v, want accepted", tc.header, err)
+			}
+			continue
+		}
+		want := fmt.Sprintf("rate_limit.key_header: %q cannot tell clients apart: %s", tc.header, tc.why)
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("key_header %s: %v, want %q...", tc.header, err, want)
+		}
 	}
 }
