@@ -267,7 +267,7 @@ func (c *Config) validate(shapeProblems []string) []string {
 		if msg := checkBackendURL(b.URL); msg != "" {
 			add(p+".url", "%s", msg)
 		} else if j, dup := seen[canonicalURL(b.URL)]; dup {
-			add(p+".url", "%s duplicates backends[%d]", b.URL, j)
+			add(p+".url", "%s duplicates backends[%d] (both are %s)", b.URL, j, canonicalURL(b.URL))
 		} else {
 			seen[canonicalURL(b.URL)] = i
 		}
@@ -473,15 +473,29 @@ func validPort(p string) bool {
 	return err == nil && n >= 1 && n <= 65535
 }
 
-// canonicalURL is a backend URL as the balancer keys it.
+// canonicalURL is a valid backend URL reduced to the server it names, so
+// that validate finds one given twice however it is spelt: host in lower
+// case without a final dot, an IP address in its usual form
+// ([0:0::1] is [::1], ::ffff:1.2.3.4 is 1.2.3.4), the port as a number
+// (019001 is 19001) and the scheme's default made explicit.
 func canonicalURL(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
 		return s
 	}
-	u.Path = ""
-	u.Host = strings.ToLower(u.Host)
-	return u.String()
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	}
+	port := u.Port()
+	if n, err := strconv.Atoi(port); err == nil {
+		port = strconv.Itoa(n)
+	} else if u.Scheme == "https" {
+		port = "443"
+	} else {
+		port = "80"
+	}
+	return u.Scheme + "://" + net.JoinHostPort(host, port) // url.Parse puts the scheme in lower case
 }
 
 // parsePrefix reads a CIDR ("10.0.0.0/8") or a single address. A CIDR

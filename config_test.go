@@ -84,7 +84,19 @@ func TestParseConfig_ReportsEveryProblemWithItsPath(t *testing.T) {
 			`backends[0].url: "http://a:1/api" has a path, query or fragment; give only scheme, host and port (requests keep their own path)`,
 		}},
 		{"duplicate backend", `{"backends": [{"url": "http://a:1"}, {"url": "http://A:1/"}]}`, []string{
-			"backends[1].url: http://A:1/ duplicates backends[0]",
+			"backends[1].url: http://A:1/ duplicates backends[0] (both are http://a:1)",
+		}},
+		{"duplicate backends spelt apart", `{"backends": [
+			{"url": "http://127.0.0.1:19001"}, {"url": "http://127.0.0.1:019001"},
+			{"url": "http://b"}, {"url": "HTTP://B.:80"},
+			{"url": "https://c"}, {"url": "https://c:443"}, {"url": "http://c:443"},
+			{"url": "http://[::1]:9"}, {"url": "http://[0:0::1]:09"},
+			{"url": "http://[::ffff:10.0.0.1]:9"}, {"url": "http://10.0.0.1:9"}]}`, []string{
+			"backends[1].url: http://127.0.0.1:019001 duplicates backends[0] (both are http://127.0.0.1:19001)",
+			"backends[3].url: HTTP://B.:80 duplicates backends[2] (both are http://b:80)",
+			"backends[5].url: https://c:443 duplicates backends[4] (both are https://c:443)",
+			"backends[8].url: http://[0:0::1]:09 duplicates backends[7] (both are http://[::1]:9)",
+			"backends[10].url: http://10.0.0.1:9 duplicates backends[9] (both are http://10.0.0.1:9)",
 		}},
 		{"negative weight", `{"backends": [{"url": "http://a:1", "weight": -1}]}`, []string{
 			"backends[0].weight: must be between 1 and 1000 (0 or absent means 1), got -1",
