@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -105,12 +106,18 @@ func configWarnings(cfg *Config) []string {
 
 // clientsFileProblems reads the clients file cfg names and returns one
 // problem for each bad entry, each naming the file. On a reload (running
-// not nil) the entries must fit the running limiter too.
+// not nil) the entries must fit the running limiter too. A file that may
+// be absent must be in a directory that exists: the admin API writes it
+// there.
 func clientsFileProblems(cfg *Config, configPath string, running *bucket.Config) []string {
 	if cfg.RateLimit.ClientsFile == "" {
 		return nil
 	}
 	path := clientsPath(cfg, configPath)
+	if dir := filepath.Dir(path); !isDir(dir) {
+		return []string{fmt.Sprintf("rate_limit.clients_file: %s: the directory %s does not exist or is no directory, "+
+			"so no admin change could be saved; create it or correct the path", path, dir)}
+	}
 	lc := limiterConfig(cfg, nil)
 	prefix := "rate_limit.clients_file: clients file " + path + ": "
 	var out []string
@@ -130,6 +137,11 @@ func clientsFileProblems(cfg *Config, configPath string, running *bucket.Config)
 		}
 	}
 	return out
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }
 
 // clientsProblems checks the clients file at path for a limiter of lc and

@@ -354,3 +354,32 @@ func TestParseConfig_KeyHeaderMustIdentifyAClient(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadConfig_ClientsFileNeedsItsDirectory: a clients file may be
+// absent (no client has limits of its own yet), but not its directory:
+// every admin change would fail to be saved.
+func TestLoadConfig_ClientsFileNeedsItsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "plain"), nil, 0o644)
+	for _, tc := range []struct{ clientsFile, missing string }{
+		{"absent.json", ""},
+		{"nodir/clients.json", "nodir"},
+		{"plain/clients.json", "plain"},
+	} {
+		path := filepath.Join(dir, "config.json")
+		os.WriteFile(path, []byte(`{"backends": [{"url": "http://127.0.0.1:9"}], "rate_limit": {"clients_file": "`+tc.clientsFile+`"}}`), 0o644)
+		var stdout, stderr strings.Builder
+		code := run([]string{"-config", path, "-check-config"}, &stdout, &stderr)
+		if tc.missing == "" {
+			if code != 0 {
+				t.Errorf("clients_file %s: exit %d, %s; want 0", tc.clientsFile, code, stderr.String())
+			}
+			continue
+		}
+		want := fmt.Sprintf("%s: rate_limit.clients_file: %s: the directory %s does not exist or is no directory",
+			path, filepath.Join(dir, tc.clientsFile), filepath.Join(dir, tc.missing))
+		if code != 2 || !strings.HasPrefix(stderr.String(), want) {
+			t.Errorf("clients_file %s: exit %d, %q; want 2 and %q", tc.clientsFile, code, stderr.String(), want)
+		}
+	}
+}
