@@ -315,6 +315,37 @@ func TestCheckStartOnly_AdminOnPublicAddressNeedsToken(t *testing.T) {
 	}
 }
 
+// TestRun_AdminTokenMustBeUsable: a token with whitespace around it can
+// never match a Bearer header (its value is trimmed), so the balancer
+// refuses to start, naming the variable; a short one is only warned of.
+func TestRun_AdminTokenMustBeUsable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(path, []byte(`{"backends": [{"url": "http://127.0.0.1:9"}],
+		"admin": {"listen": "127.0.0.1:9090", "token_env": "STDLB_TEST_TOKEN"}}`), 0o644)
+	refused := path + ": admin.token_env: STDLB_TEST_TOKEN begins or ends with whitespace, which a Bearer token loses"
+	short := path + ": warning: admin.token_env: STDLB_TEST_TOKEN is 1 character long; a token shorter than 16 is easier to guess"
+	for _, tc := range []struct {
+		token string
+		code  int
+		want  string // on stderr; "" for nothing
+	}{
+		{" sp secret ", 2, refused},
+		{"0123456789abcdef\r", 2, refused},
+		{"0123456789abcdef\n", 2, refused},
+		{"0123456789\x01abcdef", 2, path + ": admin.token_env: STDLB_TEST_TOKEN holds a control character"},
+		{"a", 0, short},
+		{"0123456789abcdef", 0, ""},
+		{"", 0, ""}, // no token on loopback: /clients and /reload answer 403
+	} {
+		t.Setenv("STDLB_TEST_TOKEN", tc.token)
+		var stdout, stderr strings.Builder
+		code := run([]string{"-config", path, "-check-config"}, &stdout, &stderr)
+		if code != tc.code || tc.want == "" && stderr.Len() > 0 || !strings.HasPrefix(stderr.String(), tc.want) {
+			t.Errorf("token %q: exit %d, stderr %q; want %d and %q", tc.token, code, stderr.String(), tc.code, tc.want)
+		}
+	}
+}
+
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second) // only a failing test waits this long

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"stdlb/bucket"
 )
@@ -80,21 +81,42 @@ func (e *ConfigError) reported(prefix string) bool {
 }
 
 // startOnlyProblems checks what depends on the environment rather than the
-// file: an admin API reachable from other machines must have a token.
+// file: an admin API reachable from other machines must have a token, and
+// a token must be one a request can present.
 func startOnlyProblems(cfg *Config) []string {
-	if cfg.Admin.Listen == "" || os.Getenv(cfg.Admin.TokenEnv) != "" || isLoopback(cfg.Admin.Listen) {
+	if cfg.Admin.Listen == "" {
 		return nil
 	}
-	return []string{fmt.Sprintf(
-		"admin.listen: %s is reachable from other machines, so the admin API needs a token: set %s (admin.token_env) or listen on 127.0.0.1",
-		cfg.Admin.Listen, cfg.Admin.TokenEnv)}
+	token := os.Getenv(cfg.Admin.TokenEnv)
+	switch {
+	case token == "" && !isLoopback(cfg.Admin.Listen):
+		return []string{fmt.Sprintf(
+			"admin.listen: %s is reachable from other machines, so the admin API needs a token: set %s (admin.token_env) or listen on 127.0.0.1",
+			cfg.Admin.Listen, cfg.Admin.TokenEnv)}
+	case strings.TrimSpace(token) != token:
+		// credential trims what follows "Bearer ", as HTTP readers trim
+		// a field value: such a token could never match (an env file
+		// with CRLF lines leaves a "\r").
+		return []string{fmt.Sprintf("admin.token_env: %s begins or ends with whitespace, which a Bearer token loses (the header's value is trimmed), "+
+			"so /clients and /reload could never be used; remove it", cfg.Admin.TokenEnv)}
+	case strings.ContainsFunc(token, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }):
+		return []string{fmt.Sprintf("admin.token_env: %s holds a control character, which no HTTP header can carry; remove it", cfg.Admin.TokenEnv)}
+	}
+	return nil
 }
+
+// minTokenLen is the shortest admin token taken without a warning.
+const minTokenLen = 16
 
 // configWarnings lists what in cfg is allowed but probably a mistake, one
 // line each with its field, for the log at start and on reload and for
 // -check-config.
 func configWarnings(cfg *Config) []string {
 	var out []string
+	if token := os.Getenv(cfg.Admin.TokenEnv); cfg.Admin.Listen != "" && token != "" && utf8.RuneCountInString(token) < minTokenLen {
+		out = append(out, fmt.Sprintf("admin.token_env: %s is %s long; a token shorter than %d is easier to guess: "+
+			"set a longer one (head -c 16 /dev/urandom | base64) and restart", cfg.Admin.TokenEnv, plural(utf8.RuneCountInString(token), "character"), minTokenLen))
+	}
 	for i, s := range cfg.RateLimit.TrustedProxies {
 		if p, err := parsePrefix(s); err == nil && p.Bits() == 0 {
 			out = append(out, fmt.Sprintf("rate_limit.trusted_proxies[%d]: %s trusts every peer: any client can name its own address "+
