@@ -264,62 +264,6 @@ func ParseConfig(data []byte, o Overrides) (*Config, error) {
 	return &cfg, nil
 }
 
-// repeatedFields appends a problem for every member name given twice in
-// one object of data, a valid JSON document, naming its path and both
-// places. encoding/json lets the last one win without a word, and other
-// readers keep the first, so a file that says "capacity" twice says two
-// things. The clients file and the admin API's bodies refuse repeats too
-// (bucket's eachField); here every one is reported, with where it is.
-func repeatedFields(data []byte, problems []string) []string {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	at := func() string { // where the next token starts
-		off := dec.InputOffset()
-		off += int64(len(data[off:]) - len(bytes.TrimLeft(data[off:], " \t\r\n,:")))
-		line, col := position(data, off+1)
-		return fmt.Sprintf("line %d, column %d", line, col)
-	}
-	var value func(path string) error
-	value = func(path string) error {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		switch tok {
-		case json.Delim('{'):
-			first := map[string]string{} // name to where it was first given
-			for dec.More() {
-				where := at()
-				tok, err := dec.Token()
-				if err != nil {
-					return err
-				}
-				name := tok.(string) // object keys are strings
-				if w, dup := first[name]; dup {
-					problems = append(problems, fmt.Sprintf("%s: given twice, at %s and at %s; say it once (JSON readers differ on which one counts)",
-						joinPath(path, name), w, where))
-				} else {
-					first[name] = where
-				}
-				if err := value(joinPath(path, name)); err != nil {
-					return err
-				}
-			}
-		case json.Delim('['):
-			for i := 0; dec.More(); i++ {
-				if err := value(fmt.Sprintf("%s[%d]", path, i)); err != nil {
-					return err
-				}
-			}
-		default:
-			return nil
-		}
-		_, err = dec.Token() // the closing bracket
-		return err
-	}
-	value("")
-	return problems
-}
-
 // jsonErrorWithLine puts the line and column of a syntax error in front of
 // it, both counted from 1 as editors do, the column in characters.
 func jsonErrorWithLine(data []byte, err error) string {
