@@ -77,6 +77,9 @@ func newApp(cfg *Config, cert *certificate, path string, over Overrides, logger 
 		drainEvery: 3 * time.Second}
 	a.cfg.Store(cfg)
 	a.reloads.lastOK.Store(time.Now().Unix())
+	for _, w := range configWarnings(cfg) {
+		logger.Warn(w)
+	}
 	applyRuntime(cfg.Runtime)
 
 	limit, err := newRateLimit(cfg, path, logger)

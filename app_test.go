@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -61,10 +62,31 @@ func writeConfig(t *testing.T, path string, extra string, backends ...string) {
 		"health_check": {"interval": "20ms", "timeout": "2s"},
 		"timeouts": {"shutdown": "5s"},
 		"rate_limit": {"clients_file": %q},
-		"admin": {"listen": "127.0.0.1:0"}%s}`, strings.Join(list, ", "), clients, extra)
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		"admin": {"listen": "127.0.0.1:0"}}`, strings.Join(list, ", "), clients)
+	if err := os.WriteFile(path, withFields(t, data, extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// withFields returns the JSON object base with the members of extra
+// (written `, "name": value, ...`, as the config helpers take it) in place
+// of its own of the same name: a config file may not repeat a field.
+func withFields(t *testing.T, base, extra string) []byte {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(base), &m); err != nil {
+		t.Fatal(err)
+	}
+	if extra = strings.TrimPrefix(strings.TrimSpace(extra), ","); extra != "" {
+		if err := json.Unmarshal([]byte("{"+extra+"}"), &m); err != nil {
+			t.Fatalf("extra fields %s: %v", extra, err)
+		}
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 type runningApp struct {
@@ -81,7 +103,7 @@ type runningApp struct {
 // test ends.
 func startApp(t *testing.T, path string) *runningApp {
 	t.Helper()
-	cfg, cert, err := loadConfig(path, Overrides{})
+	cfg, cert, err := loadConfig(path, Overrides{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,6 +312,37 @@ func TestCheckStartOnly_AdminOnPublicAddressNeedsToken(t *testing.T) {
 	cfg.Admin.Listen = "0.0.0.0:9090"
 	if ps := startOnlyProblems(&cfg); len(ps) != 0 {
 		t.Errorf("admin on 0.0.0.0 with a token: %v", ps)
+	}
+}
+
+// TestRun_AdminTokenMustBeUsable: a token with whitespace around it can
+// never match a Bearer header (its value is trimmed), so the balancer
+// refuses to start, naming the variable; a short one is only warned of.
+func TestRun_AdminTokenMustBeUsable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(path, []byte(`{"backends": [{"url": "http://127.0.0.1:9"}],
+		"admin": {"listen": "127.0.0.1:9090", "token_env": "STDLB_TEST_TOKEN"}}`), 0o644)
+	refused := path + ": admin.token_env: STDLB_TEST_TOKEN begins or ends with whitespace, which a Bearer token loses"
+	short := path + ": warning: admin.token_env: STDLB_TEST_TOKEN is 1 character long; a token shorter than 16 is easier to guess"
+	for _, tc := range []struct {
+		token string
+		code  int
+		want  string // on stderr; "" for nothing
+	}{
+		{" sp secret ", 2, refused},
+		{"0123456789abcdef\r", 2, refused},
+		{"0123456789abcdef\n", 2, refused},
+		{"0123456789\x01abcdef", 2, path + ": admin.token_env: STDLB_TEST_TOKEN holds a control character"},
+		{"a", 0, short},
+		{"0123456789abcdef", 0, ""},
+		{"", 0, ""}, // no token on loopback: /clients and /reload answer 403
+	} {
+		t.Setenv("STDLB_TEST_TOKEN", tc.token)
+		var stdout, stderr strings.Builder
+		code := run([]string{"-config", path, "-check-config"}, &stdout, &stderr)
+		if code != tc.code || tc.want == "" && stderr.Len() > 0 || !strings.HasPrefix(stderr.String(), tc.want) {
+			t.Errorf("token %q: exit %d, stderr %q; want %d and %q", tc.token, code, stderr.String(), tc.code, tc.want)
+		}
 	}
 }
 

@@ -230,6 +230,7 @@ func ParseConfig(data []byte, o Overrides) (*Config, error) {
 		return nil, &ConfigError{Problems: []string{fmt.Sprintf(
 			"not valid JSON: line %d, column %d: more after the end of the object (one JSON object per file)", line, col)}}
 	}
+	problems = repeatedFields(data, problems)
 	problems = checkShape("", raw, &cfg, problems)
 	// Decode even when the shape is wrong: encoding/json skips fields of the
 	// wrong type and fills in the rest, so validate can still report the

@@ -1,133 +1,42 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"maps"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
-	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"stdlb/bucket"
 )
 
-// checkShape walks the decoded JSON against the Config type and reports, by
-// field path, every unknown field, every value of the wrong type and every
-// malformed duration. encoding/json stops at the first unknown field and
-// names no path, and an operator fixing a file wants the whole list at once.
-func checkShape(path string, v any, target any, problems []string) []string {
-	return shapeOf(path, v, reflect.TypeOf(target).Elem(), problems)
-}
-
-var durationType = reflect.TypeFor[Duration]()
-
-func shapeOf(path string, v any, t reflect.Type, problems []string) []string {
-	if v == nil {
-		return problems // null keeps the default
-	}
-	bad := func(want string) []string {
-		return append(problems, fmt.Sprintf("%s: want %s, got %s", pathOrTop(path), want, jsonKind(v)))
-	}
-	if t == durationType {
-		s, ok := v.(string)
-		if !ok {
-			return bad(`a duration string such as "5s"`)
-		}
-		if _, err := time.ParseDuration(s); err != nil {
-			return append(problems, fmt.Sprintf("%s: %q is not a duration (use a number and a unit: 500ms, 2s, 1m)", path, s))
-		}
-		return problems
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		m, ok := v.(map[string]any)
-		if !ok {
-			return bad("an object")
-		}
-		fields := map[string]reflect.Type{}
-		for f := range t.Fields() {
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			fields[name] = f.Type
-		}
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			p := joinPath(path, k)
-			ft, ok := fields[k]
-			if !ok {
-				problems = append(problems, fmt.Sprintf("%s: unknown field (known: %s)", p, strings.Join(slices.Sorted(maps.Keys(fields)), ", ")))
-				continue
-			}
-			problems = shapeOf(p, m[k], ft, problems)
-		}
-	case reflect.Slice:
-		list, ok := v.([]any)
-		if !ok {
-			return bad("a list")
-		}
-		for i, e := range list {
-			problems = shapeOf(fmt.Sprintf("%s[%d]", path, i), e, t.Elem(), problems)
-		}
-	case reflect.String:
-		if _, ok := v.(string); !ok {
-			return bad("a string")
-		}
-	case reflect.Bool:
-		if _, ok := v.(bool); !ok {
-			return bad("true or false")
-		}
-	case reflect.Int, reflect.Int64:
-		n, ok := v.(json.Number)
-		if !ok {
-			return bad("a whole number")
-		}
-		if _, err := n.Int64(); err != nil {
-			return bad("a whole number")
-		}
-	case reflect.Float64:
-		if _, ok := v.(json.Number); !ok {
-			return bad("a number")
-		}
-	}
-	return problems
-}
-
-func joinPath(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-func pathOrTop(path string) string {
-	if path == "" {
-		return "(top level)"
-	}
-	return path
-}
-
-func jsonKind(v any) string {
-	switch v := v.(type) {
-	case string:
-		return fmt.Sprintf("string %q", v)
-	case json.Number:
-		return "number " + v.String()
-	case bool:
-		return fmt.Sprint(v)
-	case []any:
-		return "a list"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
-}
-
 // headerName is an HTTP field name (RFC 9110 token).
 var headerName = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+// notAKey maps the header fields key_header may not name, canonical, to
+// why. A key is only as good as the check a backend makes of it; these
+// fields are consumed or rewritten by HTTP or by the balancer before any
+// backend could check them, or hold more than one value a client can vary
+// freely. Any of them would give a client a fresh bucket for a new value.
+// Authorization stays allowed: a backend checks a bearer token.
+var notAKey = func() map[string]string {
+	m := map[string]string{
+		"Host":           "it names the site asked for, not the client, and any client may send any value",
+		"Content-Length": "it frames the request body and differs from one body to the next",
+		"Cookie":         "it holds every cookie at once: a client adds a cookie of its own for a fresh bucket while the backend still sees its session",
+	}
+	for _, h := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Authorization"} {
+		m[http.CanonicalHeaderKey(h)] = "it is a hop-by-hop field: it ends at the balancer, so no backend could check the key"
+	}
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "X-Real-IP"} {
+		m[http.CanonicalHeaderKey(h)] = "it is a forwarding field the balancer sets or drops, and a client may write any address there; " +
+			"to limit by address, leave key_header empty (X-Forwarded-For counts only from trusted_proxies)"
+	}
+	return m
+}()
 
 // envName is a portable environment variable name.
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -153,6 +62,11 @@ func (c *Config) validate(shapeProblems []string) []string {
 			ps = append(ps, path+": "+fmt.Sprintf(format, args...))
 		}
 	}
+	inRange := func(path string, v float64) {
+		if r := rangeOf(path); v < r.lo || v > r.hi {
+			add(path, "must be %s, got %s", r, formatNumber(v))
+		}
+	}
 	positive := func(path string, d Duration) {
 		if d <= 0 {
 			add(path, "must be more than 0, got %s", d.D())
@@ -174,13 +88,11 @@ func (c *Config) validate(shapeProblems []string) []string {
 		if msg := checkBackendURL(b.URL); msg != "" {
 			add(p+".url", "%s", msg)
 		} else if j, dup := seen[canonicalURL(b.URL)]; dup {
-			add(p+".url", "%s duplicates backends[%d]", b.URL, j)
+			add(p+".url", "%s duplicates backends[%d] (both are %s)", b.URL, j, canonicalURL(b.URL))
 		} else {
 			seen[canonicalURL(b.URL)] = i
 		}
-		if b.Weight < 0 || b.Weight > 1000 {
-			add(p+".weight", "must be between 1 and 1000 (0 or absent means 1), got %d", b.Weight)
-		}
+		inRange(p+".weight", float64(b.Weight))
 		checkBackendName(add, p+".name", b.Name, names, i)
 	}
 
@@ -190,15 +102,9 @@ func (c *Config) validate(shapeProblems []string) []string {
 	}
 	positive("health_check.interval", h.Interval)
 	positive("health_check.timeout", h.Timeout)
-	if h.HealthyThreshold < 1 {
-		add("health_check.healthy_threshold", "must be 1 or more, got %d", h.HealthyThreshold)
-	}
-	if h.UnhealthyThreshold < 1 {
-		add("health_check.unhealthy_threshold", "must be 1 or more, got %d", h.UnhealthyThreshold)
-	}
-	if c.Retries < 0 || c.Retries > 10 {
-		add("retries", "must be between 0 and 10, got %d", c.Retries)
-	}
+	inRange("health_check.healthy_threshold", float64(h.HealthyThreshold))
+	inRange("health_check.unhealthy_threshold", float64(h.UnhealthyThreshold))
+	inRange("retries", float64(c.Retries))
 	t := c.Timeouts
 	positive("timeouts.read_header", t.ReadHeader)
 	positive("timeouts.read_body", t.ReadBody)
@@ -207,30 +113,24 @@ func (c *Config) validate(shapeProblems []string) []string {
 	positive("timeouts.backend_dial", t.BackendDial)
 	positive("timeouts.backend_response", t.BackendResponse)
 	positive("timeouts.shutdown", t.Shutdown)
-	if c.MaxHeaderBytes < 4096 || c.MaxHeaderBytes > 16<<20 {
-		add("max_header_bytes", "must be between 4096 and 16777216, got %d", c.MaxHeaderBytes)
-	}
+	inRange("max_header_bytes", float64(c.MaxHeaderBytes))
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		add("log_format", "want \"text\" or \"json\", got %q", c.LogFormat)
 	}
 
 	r := c.RateLimit
-	if r.Capacity < 1 || r.Capacity > bucket.MaxCapacity {
-		add("rate_limit.capacity", "must be between 1 and %d, got %d", bucket.MaxCapacity, r.Capacity)
-	}
-	if !(r.RefillRate > 0) || r.RefillRate > 1e9 {
-		add("rate_limit.refill_rate", "must be more than 0 tokens per second, got %v", r.RefillRate)
-	}
+	inRange("rate_limit.capacity", float64(r.Capacity))
+	inRange("rate_limit.refill_rate", r.RefillRate)
 	positive("rate_limit.refill_interval", r.RefillInterval)
 	if r.RefillInterval > Seconds(60) {
 		add("rate_limit.refill_interval", "must be at most 1m, got %s", r.RefillInterval.D())
 	}
 	if r.KeyHeader != "" && !headerName.MatchString(r.KeyHeader) {
 		add("rate_limit.key_header", "%q is not a valid header name", r.KeyHeader)
+	} else if why, ok := notAKey[http.CanonicalHeaderKey(r.KeyHeader)]; ok {
+		add("rate_limit.key_header", "%q cannot tell clients apart: %s", r.KeyHeader, why)
 	}
-	if r.MaxKeyLength < 1 || r.MaxKeyLength > 4096 {
-		add("rate_limit.max_key_length", "must be between 1 and 4096, got %d", r.MaxKeyLength)
-	}
+	inRange("rate_limit.max_key_length", float64(r.MaxKeyLength))
 	for i, s := range r.TrustedProxies {
 		if _, err := parsePrefix(s); err != nil {
 			add(fmt.Sprintf("rate_limit.trusted_proxies[%d]", i), "%v", err)
@@ -239,25 +139,21 @@ func (c *Config) validate(shapeProblems []string) []string {
 	if r.ClientsFile == "" {
 		add("rate_limit.clients_file", "must name the file that keeps per-client limits")
 	}
-	if r.MaxClients < 1 {
-		add("rate_limit.max_clients", "must be 1 or more, got %d", r.MaxClients)
-	}
+	inRange("rate_limit.max_clients", float64(r.MaxClients))
 	positive("rate_limit.idle_timeout", r.IdleTimeout)
-	if r.Instances < 1 || r.Instances > 1000 {
-		add("rate_limit.instances", "must be between 1 and 1000, got %d", r.Instances)
-	}
+	inRange("rate_limit.instances", float64(r.Instances))
+	inRange("rate_limit.ipv6_prefix", float64(r.IPv6Prefix))
 	checkRateFits(add, r)
 
 	if c.Admin.Listen != "" {
 		checkListen(add, "admin.listen", c.Admin.Listen, true)
 	}
 	c.TLS.check(add)
+	checkListenersApart(add, []namedAddr{{"listen", c.Listen}, {"admin.listen", c.Admin.Listen}, {"tls.redirect_http", c.TLS.RedirectHTTP}})
 	if !envName.MatchString(c.Admin.TokenEnv) {
 		add("admin.token_env", "%q is not an environment variable name", c.Admin.TokenEnv)
 	}
-	if c.Runtime.GOGC < -1 {
-		add("runtime.gogc", "must be -1 (off), 0 (runtime default) or a percentage, got %d", c.Runtime.GOGC)
-	}
+	inRange("runtime.gogc", float64(c.Runtime.GOGC))
 	if c.Runtime.MemoryLimit != "" {
 		if _, err := parseBytes(c.Runtime.MemoryLimit); err != nil {
 			add("runtime.memory_limit", "%v", err)
@@ -282,6 +178,70 @@ func checkListen(add func(string, string, ...any), path, addr string, needHost b
 	if _, err := net.LookupPort("tcp", port); err != nil {
 		add(path, "bad port %q", port)
 	}
+}
+
+// namedAddr is a listen address and the field that gives it.
+type namedAddr struct{ field, addr string }
+
+// checkListenersApart reports each listener whose address clashes with an
+// earlier one's (see listenClash): the second would fail to start with
+// "address already in use", which the file alone shows. Empty addresses
+// (off) and bad ones (reported by checkListen) are skipped.
+func checkListenersApart(add func(string, string, ...any), ls []namedAddr) {
+	for i, b := range ls {
+		for _, a := range ls[:i] {
+			if port, wildcard, clash := listenClash(a.addr, b.addr); clash {
+				why := ""
+				if wildcard {
+					why = ", and a listener with no host, 0.0.0.0 or [::] takes its port on every address"
+				}
+				add(b.field, "%s clashes with %s (%s): both want port %d%s; give each its own port", b.addr, a.field, a.addr, port, why)
+				break
+			}
+		}
+	}
+}
+
+// listenClash reports whether listening on a and then on b would fail:
+// both on one port other than 0, and on one address, or either on every
+// address (no host, 0.0.0.0 or ::: Go listens on both families then). It
+// also reports that port, and whether a wildcard made the clash. Host
+// names other than localhost are compared as written.
+func listenClash(a, b string) (port int, wildcard, clash bool) {
+	ha, pa, okA := splitListen(a)
+	hb, pb, okB := splitListen(b)
+	if !okA || !okB || pa != pb || pa == 0 {
+		return 0, false, false
+	}
+	if ha == "" || hb == "" {
+		return pa, ha != hb, true
+	}
+	return pa, false, ha == hb
+}
+
+// splitListen returns the host of a listen address in a form fit to
+// compare ("" for every address, an IP address unmapped, localhost as
+// 127.0.0.1, other names in lower case) and its port number.
+func splitListen(addr string) (host string, port int, ok bool) {
+	h, p, err := net.SplitHostPort(addr)
+	if addr == "" || err != nil {
+		return "", 0, false
+	}
+	port, err = net.LookupPort("tcp", p)
+	if err != nil {
+		return "", 0, false
+	}
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "localhost" {
+		h = "127.0.0.1" // where Go's Listen puts it
+	}
+	if ip, err := netip.ParseAddr(h); err == nil {
+		if ip.IsUnspecified() {
+			return "", port, true
+		}
+		h = ip.Unmap().String()
+	}
+	return h, port, true
 }
 
 // backendName is what a backend's name may be: short, and plain enough to
@@ -334,21 +294,41 @@ func validPort(p string) bool {
 	return err == nil && n >= 1 && n <= 65535
 }
 
-// canonicalURL is a backend URL as the balancer keys it.
+// canonicalURL is a valid backend URL reduced to the server it names, so
+// that validate finds one given twice however it is spelt: host in lower
+// case without a final dot, an IP address in its usual form
+// ([0:0::1] is [::1], ::ffff:1.2.3.4 is 1.2.3.4), the port as a number
+// (019001 is 19001) and the scheme's default made explicit.
 func canonicalURL(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
 		return s
 	}
-	u.Path = ""
-	u.Host = strings.ToLower(u.Host)
-	return u.String()
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	}
+	port := u.Port()
+	if n, err := strconv.Atoi(port); err == nil {
+		port = strconv.Itoa(n)
+	} else if u.Scheme == "https" {
+		port = "443"
+	} else {
+		port = "80"
+	}
+	return u.Scheme + "://" + net.JoinHostPort(host, port) // url.Parse puts the scheme in lower case
 }
 
-// parsePrefix reads a CIDR ("10.0.0.0/8") or a single address.
+// parsePrefix reads a CIDR ("10.0.0.0/8") or a single address. A CIDR
+// with host bits set ("10.0.0.1/8") is refused: it reads as one address
+// but would stand for the whole network.
 func parsePrefix(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
+		if p != p.Masked() {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set: did you mean %s (the network) or %s (the one address)?",
+				s, p.Masked(), netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
+		}
+		return p, nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
@@ -381,9 +361,6 @@ func parseBytes(s string) (int64, error) {
 // capacity below one refill interval's refill (the surplus would be lost
 // every tick) or a rate below a millionth of a token a tick.
 func checkRateFits(add func(string, string, ...any), r RateLimitConfig) {
-	if r.IPv6Prefix < 16 || r.IPv6Prefix > 128 {
-		add("rate_limit.ipv6_prefix", "must be between 16 and 128 (the bits of an IPv6 address that make one client), got %d", r.IPv6Prefix)
-	}
 	if r.RefillInterval <= 0 || r.RefillInterval > Seconds(60) || r.Instances < 1 || r.Instances > 1000 {
 		return // reported above
 	}

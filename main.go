@@ -70,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// backends: run on the defaults, as "stdlb -backends URL" suggests.
 		load = ""
 	}
-	cfg, cert, err := loadConfig(load, over)
+	cfg, cert, err := loadConfig(load, over, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
@@ -82,6 +82,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			msg += "; certificate " + cert.describe()
 		}
 		fmt.Fprintln(stdout, msg+")")
+		for _, w := range configWarnings(cfg) {
+			fmt.Fprintln(stderr, path+": warning: "+w)
+		}
 		return 0
 	}
 

@@ -27,9 +27,9 @@ func writeNamedConfig(t *testing.T, path, extra string, backends ...string) {
 		"health_check": {"interval": "20ms", "timeout": "2s"},
 		"timeouts": {"shutdown": "5s"},
 		"rate_limit": {"clients_file": %q},
-		"admin": {"listen": "127.0.0.1:0", "token_env": "STDLB_TEST_ADMIN_TOKEN"}%s}`,
-		strings.Join(list, ", "), filepath.Join(filepath.Dir(path), "clients.json"), extra)
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		"admin": {"listen": "127.0.0.1:0", "token_env": "STDLB_TEST_ADMIN_TOKEN"}}`,
+		strings.Join(list, ", "), filepath.Join(filepath.Dir(path), "clients.json"))
+	if err := os.WriteFile(path, withFields(t, data, extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

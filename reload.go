@@ -25,6 +25,9 @@ type reloadOutcome struct {
 	// Certificate describes the TLS certificate in use, re-read too; empty
 	// without TLS.
 	Certificate string `json:"certificate,omitempty"`
+	// Warnings lists what the configuration allows but is probably a
+	// mistake (see configWarnings); also logged.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // reload re-reads the configuration file, the clients file and the TLS
@@ -36,7 +39,7 @@ func (a *app) reload(source string) (reloadOutcome, error) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	old := a.cfg.Load()
-	cfg, cert, err := loadConfig(a.path, a.over)
+	cfg, cert, err := loadConfig(a.path, a.over, &a.limit.fixed)
 	if err == nil {
 		err = a.limit.reload(cfg, a.path)
 	}
@@ -52,6 +55,7 @@ func (a *app) reload(source string) (reloadOutcome, error) {
 		Changed:              configDiff(old, cfg),
 		NeedsRestart:         append(append([]string{}, restartOnly(a.initial, cfg)...), a.limit.restartOnly(cfg)...),
 		ClientsWithOwnLimits: a.limit.limiter.Stats().Overrides,
+		Warnings:             configWarnings(cfg),
 	}
 	for _, b := range a.bal.Status() {
 		out.Backends = append(out.Backends, b.Name)
@@ -62,6 +66,9 @@ func (a *app) reload(source string) (reloadOutcome, error) {
 	}
 	for _, s := range out.NeedsRestart {
 		a.log.Warn("reload: " + s + " changes only on restart; keeping the value the balancer started with")
+	}
+	for _, w := range out.Warnings {
+		a.log.Warn("reload: " + w)
 	}
 	applyRuntime(cfg.Runtime)
 	a.cfg.Store(cfg)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -46,7 +48,7 @@ func (l Limits) Validate() error {
 // capacity below one tick's refill would silently throw the surplus away
 // (capacity 1 at 50/s and 100ms admits 10 a second, not 50); and a rate
 // below one millionth of a token a tick cannot be counted. Both are refused
-// with what would work instead.
+// with what would work instead: only values that would pass.
 func (l Limits) ValidateFor(interval time.Duration, instances int) error {
 	if err := l.Validate(); err != nil {
 		return err
@@ -55,11 +57,10 @@ func (l Limits) ValidateFor(interval time.Duration, instances int) error {
 	perTick := l.RefillRate * interval.Seconds() / n
 	capacity := math.Ceil(float64(l.Capacity) / n)
 	if perTick > capacity {
-		return fmt.Errorf("capacity: %d is less than one refill (refill_rate %g x refill_interval %s = %g tokens%s), "+
-			"so the bucket would drop the surplus and admit only about %.6g a second: "+
-			"raise capacity to at least %.6g or shorten rate_limit.refill_interval to at most %s",
+		return fmt.Errorf("capacity: %d is less than one refill (refill_rate %g x refill_interval %s = %.6g tokens%s), "+
+			"so the bucket would drop the surplus and admit only about %.6g a second: %s",
 			l.Capacity, l.RefillRate, interval, perTick*n, instancesNote(instances),
-			capacity/interval.Seconds()*n, math.Ceil(perTick*n), maxInterval(l, instances))
+			capacity/interval.Seconds()*n, subTickFixes(perTick*n, capacity*n, interval))
 	}
 	if perTick*unitsPerToken < 1 {
 		return fmt.Errorf("refill_rate: %g is less than one millionth of a token per refill_interval (%s)%s; "+
@@ -76,12 +77,41 @@ func instancesNote(instances int) string {
 	return ""
 }
 
-// maxInterval is the longest refill interval at which l's capacity holds a
-// whole tick's refill, rounded down to a millisecond (at least 1ms).
-func maxInterval(l Limits, instances int) time.Duration {
-	n := float64(max(instances, 1))
-	d := time.Duration(math.Ceil(float64(l.Capacity)/n) * n / l.RefillRate * float64(time.Second))
-	return max(d.Truncate(time.Millisecond), time.Millisecond)
+// subTickFixes says what would make room for a tick's refill of refill
+// tokens in a bucket that holds held (the capacity as the instances share
+// it) at ticks of interval: a capacity, if one within MaxCapacity is
+// enough; a shorter interval, if one of a millisecond or more is; and
+// otherwise, or when capacity cannot grow, the rate the capacity holds,
+// rounded down to six digits. Each value suggested passes ValidateFor.
+func subTickFixes(refill, held float64, interval time.Duration) string {
+	var fixes []string
+	need := math.Ceil(refill)
+	if need <= MaxCapacity {
+		fixes = append(fixes, fmt.Sprintf("raise capacity to at least %d", int64(need)))
+	}
+	// The interval at which a tick's refill is exactly held.
+	if d := time.Duration(float64(interval) * held / refill); d >= time.Millisecond {
+		fixes = append(fixes, fmt.Sprintf("shorten rate_limit.refill_interval to at most %s", d.Truncate(time.Millisecond)))
+	}
+	if len(fixes) < 2 {
+		rate := floor6(held / interval.Seconds())
+		fixes = append(fixes, "lower refill_rate to at most "+strconv.FormatFloat(rate, 'f', -1, 64))
+	}
+	msg := strings.Join(fixes, " or ")
+	if need > MaxCapacity {
+		msg += fmt.Sprintf(" (capacity is at most %d)", MaxCapacity)
+	}
+	return msg
+}
+
+// floor6 is x > 0 rounded down to six significant digits.
+func floor6(x float64) float64 {
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(x, 'e', 5, 64), 64)
+	if v > x { // rounded up: one step down in the sixth digit
+		step := math.Pow(10, math.Floor(math.Log10(v))-5)
+		v, _ = strconv.ParseFloat(strconv.FormatFloat(v-step, 'e', 5, 64), 64)
+	}
+	return v
 }
 
 // Fixed point: tokens are counted in millionths so that a fractional refill

@@ -1,7 +1,9 @@
 package bucket
 
 import (
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -293,6 +295,65 @@ func TestLimits_ValidateForRefusesWhatCannotBeHonoured(t *testing.T) {
 		got := errString(tt.lim.ValidateFor(tt.interval, tt.instances))
 		if tt.want == "" && got != "" || !strings.HasPrefix(got, tt.want) {
 			t.Errorf("%+v at %v over %d: %q, want %q", tt.lim, tt.interval, tt.instances, got, tt.want)
+		}
+	}
+}
+
+// TestLimits_ValidateForAdvisesOnlyValuesThatPass: every fix a refusal
+// suggests (a capacity, a refill interval, a rate) passes when applied,
+// including where capacity would have to pass MaxCapacity or the interval
+// go below a millisecond.
+func TestLimits_ValidateForAdvisesOnlyValuesThatPass(t *testing.T) {
+	capFix := regexp.MustCompile(`raise capacity to at least (\S+)`)
+	intervalFix := regexp.MustCompile(`shorten rate_limit.refill_interval to at most (\S+)`)
+	rateFix := regexp.MustCompile(`lower refill_rate to at most (\S+)`)
+	tests := []struct {
+		lim       Limits
+		interval  time.Duration
+		instances int
+	}{
+		{Limits{1, 50}, 100 * time.Millisecond, 1},
+		{Limits{MaxCapacity, 1e9}, time.Second, 1},     // capacity cannot grow enough
+		{Limits{1, 1e9}, time.Millisecond, 1},          // the interval cannot shrink enough
+		{Limits{100, 1e9}, 10 * time.Millisecond, 1},   // neither
+		{Limits{7, 3}, 10 * time.Second, 1},            // a fractional interval
+		{Limits{MaxCapacity, 9e6}, time.Second, 1},     // the rate rounds down, not up
+		{Limits{3, 50}, 100 * time.Millisecond, 2},     // shared by instances
+		{Limits{1001, 1e9}, time.Minute, 7},            // only the rate, over instances
+		{Limits{MaxCapacity - 1, 1e9}, time.Second, 3}, // the capacity each instance holds rounds up
+	}
+	for _, tt := range tests {
+		err := tt.lim.ValidateFor(tt.interval, tt.instances)
+		if err == nil {
+			t.Fatalf("%+v at %v over %d: accepted, want a refusal", tt.lim, tt.interval, tt.instances)
+		}
+		msg := err.Error()
+		fixes := 0
+		if m := capFix.FindStringSubmatch(msg); m != nil {
+			fixes++
+			c, perr := strconv.ParseInt(m[1], 10, 64)
+			lim := Limits{c, tt.lim.RefillRate}
+			if perr != nil || lim.ValidateFor(tt.interval, tt.instances) != nil {
+				t.Errorf("%q: capacity %s does not pass: %v", msg, m[1], lim.ValidateFor(tt.interval, tt.instances))
+			}
+		}
+		if m := intervalFix.FindStringSubmatch(msg); m != nil {
+			fixes++
+			d, perr := time.ParseDuration(m[1])
+			if perr != nil || tt.lim.ValidateFor(d, tt.instances) != nil {
+				t.Errorf("%q: refill_interval %s does not pass: %v", msg, m[1], tt.lim.ValidateFor(d, tt.instances))
+			}
+		}
+		if m := rateFix.FindStringSubmatch(msg); m != nil {
+			fixes++
+			r, perr := strconv.ParseFloat(m[1], 64)
+			lim := Limits{tt.lim.Capacity, r}
+			if perr != nil || lim.ValidateFor(tt.interval, tt.instances) != nil {
+				t.Errorf("%q: refill_rate %s does not pass: %v", msg, m[1], lim.ValidateFor(tt.interval, tt.instances))
+			}
+		}
+		if fixes == 0 {
+			t.Errorf("%q suggests nothing", msg)
 		}
 	}
 }
