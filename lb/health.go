@@ -49,6 +49,10 @@ func (b *Balancer) RunHealthChecks(ctx context.Context) error {
 		}
 		p := b.pool.Load()
 		b.checkRound(ctx, client, p)
+		now := time.Now()
+		for _, be := range p.backends {
+			be.client.CloseStale(now) // the idle pool's own ticker
+		}
 		timer.Reset(p.cfg.HealthCheck.Interval)
 	}
 }

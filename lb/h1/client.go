@@ -114,6 +114,12 @@ func replayable(req *http.Request) bool {
 	return key || xkey
 }
 
+// CloseStale closes the idle connections unused for IdleConnTimeout. The
+// pool lets them go only when it is used; a caller with a ticker of its own
+// (the balancer's health checks) calls this so that a burst's connections
+// do not stay open for as long as the backend keeps quiet.
+func (cl *Client) CloseStale(now time.Time) { cl.idle.closeStale(now) }
+
 // Close closes the idle connections and keeps none from now on: the
 // backend has left the configuration. Requests in flight finish, and their
 // connections are closed after.

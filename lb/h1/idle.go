@@ -67,6 +67,28 @@ func (p *idleConns) put(c *clientConn) bool {
 	return true
 }
 
+// closeStale closes the connections idle for IdleConnTimeout or longer:
+// get and put let them go only when the stack is used, and after a burst
+// it may not be for a long time, while each holds a socket at both ends.
+func (p *idleConns) closeStale(now time.Time) {
+	p.mu.Lock()
+	n := 0
+	for n < len(p.stack) && now.Sub(p.stack[n].idleSince) >= IdleConnTimeout {
+		n++
+	}
+	if n == 0 {
+		p.mu.Unlock()
+		return
+	}
+	stale := make([]*clientConn, n)
+	copy(stale, p.stack[:n])
+	p.stack = append(p.stack[:0], p.stack[n:]...)
+	p.mu.Unlock()
+	for _, c := range stale {
+		c.nc.Close()
+	}
+}
+
 // retire closes every idle connection and keeps none from now on: the
 // backend has left the configuration.
 func (p *idleConns) retire() {

@@ -54,3 +54,39 @@ func TestQuiet_WhateverTheReadDeadline(t *testing.T) {
 		t.Fatal("an idle connection with nothing on it, its read deadline past, is not quiet")
 	}
 }
+
+// closeRecorder is a connection that only notes whether it was closed.
+type closeRecorder struct {
+	net.Conn
+	closed bool
+}
+
+func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+// TestIdle_CloseStaleLetsGoOnlyTheStale: the idle pool's sweep closes the
+// connections unused for IdleConnTimeout and keeps the rest in order.
+// (Found by an attacker's review: after a burst, 238 idle connections were
+// still open 57 s later, since the pool let them go only when used.)
+func TestIdle_CloseStaleLetsGoOnlyTheStale(t *testing.T) {
+	now := time.Now()
+	var p idleConns
+	var conns []*closeRecorder
+	for _, idle := range []time.Duration{IdleConnTimeout + 10*time.Second, IdleConnTimeout, IdleConnTimeout - time.Second, time.Second} {
+		nc := &closeRecorder{}
+		conns = append(conns, nc)
+		p.stack = append(p.stack, &clientConn{nc: nc, idleSince: now.Add(-idle)})
+	}
+	p.closeStale(now)
+	for i, want := range []bool{true, true, false, false} {
+		if conns[i].closed != want {
+			t.Errorf("connection %d closed = %v, want %v", i, conns[i].closed, want)
+		}
+	}
+	if len(p.stack) != 2 || p.stack[0].nc != conns[2] || p.stack[1].nc != conns[3] {
+		t.Fatalf("the pool keeps %d connections, want the two fresh ones in order", len(p.stack))
+	}
+	p.closeStale(now) // nothing stale left: nothing changes
+	if len(p.stack) != 2 {
+		t.Fatalf("a second sweep left %d connections, want 2", len(p.stack))
+	}
+}
