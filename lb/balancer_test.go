@@ -406,7 +406,8 @@ func TestBalancer_WebSocketUpgradePassesThrough(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n") // RFC 6455's example, for the key below
 		brw.Flush()
 		io.Copy(conn, brw) // echo until the client closes
 	}))
@@ -419,7 +420,7 @@ func TestBalancer_WebSocketUpgradePassesThrough(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
@@ -435,6 +436,56 @@ func TestBalancer_WebSocketUpgradePassesThrough(t *testing.T) {
 	}
 	conn.Close()
 	waitFor(t, "the upgrade to end", func() bool { return bal.Upgrades() == 0 })
+}
+
+// TestBalancer_WebSocketSwitchMustAnswerTheKey: a 101 to a WebSocket
+// upgrade without the Sec-WebSocket-Accept that answers the request's key
+// is a 502, and no tunnel opens: it comes from something that did not read
+// the key (an endpoint passing on a status code, in the WebSocket smuggling
+// literature), and a tunnel would carry requests past the rate limiter and
+// the access log.
+func TestBalancer_WebSocketSwitchMustAnswerTheKey(t *testing.T) {
+	for _, tc := range []struct{ name, accept, key string }{
+		{"no Sec-WebSocket-Accept", "", "dGhlIHNhbXBsZSBub25jZQ=="},
+		{"an Accept for another key", "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n", "YW5vdGhlciBrZXkgaGVyZQ=="},
+		{"a request without a key", "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := namedBackend(t, "ws", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				conn, brw, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + tc.accept + "\r\n")
+				brw.Flush()
+				io.Copy(conn, brw)
+			}))
+			logs := &logBuffer{}
+			bal := newBalancer(t, testConfig(t, ws.URL), logs)
+			lb := startBalancer(t, bal)
+			conn, err := net.Dial("tcp", lb.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(failAfter))
+			key := ""
+			if tc.key != "" {
+				key = "Sec-WebSocket-Key: " + tc.key + "\r\n"
+			}
+			fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n%s\r\n", key)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadGateway || bal.Upgrades() != 0 {
+				t.Fatalf("answer %d with %d upgraded connections, want 502 and none", resp.StatusCode, bal.Upgrades())
+			}
+			waitFor(t, "the refusal to be logged", func() bool { return logs.count("without the Sec-WebSocket-Accept") == 1 })
+		})
+	}
 }
 
 // TestBalancer_ApplyUnderLoadFailsNothing swaps the backend set while

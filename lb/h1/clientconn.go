@@ -3,6 +3,8 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -238,6 +240,9 @@ func (c *clientConn) readAnswer(req *http.Request, body io.Reader, expect bool, 
 			if !upgrade {
 				return nil, p, protocolf("switched protocols though the request asked for no upgrade")
 			}
+			if !webSocketAccepted(req, resp.Header) {
+				return nil, p, protocolf("switched to WebSocket without the Sec-WebSocket-Accept that answers the request's key")
+			}
 		case code < 200:
 			if resp.ProtoMinor == 0 {
 				return nil, p, protocolf("an interim (1xx) answer in HTTP/1.0")
@@ -364,6 +369,30 @@ func (c *clientConn) writeHead(req *http.Request, hasBody bool) {
 		}
 	}
 	w.WriteString("\r\n")
+}
+
+// webSocketGUID is RFC 6455's, which Sec-WebSocket-Accept hashes with the
+// request's key.
+const webSocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// webSocketAccepted reports whether a 101 to req may be taken: req asks
+// for another protocol than WebSocket, or the answer's Sec-WebSocket-Accept
+// answers req's Sec-WebSocket-Key (RFC 6455 section 4.2.2). A 101 without
+// it comes from something that did not read the key: an endpoint that
+// passes on a status code it was given, as in the WebSocket smuggling
+// literature. Taken, it would open a raw tunnel to the backend, and every
+// request sent through it would pass the rate limiter and the access log
+// unseen. A WebSocket client fails such a connection too (section 4.1).
+func webSocketAccepted(req *http.Request, h http.Header) bool {
+	if !asciiEqualFold(trimOWS(req.Header.Get("Upgrade")), "websocket") {
+		return true
+	}
+	key := req.Header.Get("Sec-Websocket-Key")
+	if key == "" {
+		return false
+	}
+	sum := sha1.Sum([]byte(key + webSocketGUID))
+	return h.Get("Sec-Websocket-Accept") == base64.StdEncoding.EncodeToString(sum[:])
 }
 
 // rawPathMatches reports whether raw decodes to path: whether the URL's

@@ -55,7 +55,8 @@
 // framing is unambiguous: Content-Length of plain digits once, or
 // Transfer-Encoding "chunked" alone once, never both, no Transfer-Encoding
 // in HTTP/1.0; at most five interim (1xx) answers, and a 101 only when the
-// request asked to upgrade; no interim answer announcing a body. HEAD,
+// request asked to upgrade (to WebSocket: with the Sec-WebSocket-Accept
+// that answers its key); no interim answer announcing a body. HEAD,
 // 1xx, 204 and 304 answers have no body whatever their fields say; a 204
 // that announces one, or a 304 a chunked one, is the connection's last.
 // Anything else is refused: Client.RoundTrip fails with an *Error of
