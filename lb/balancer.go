@@ -208,8 +208,8 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // applies to HTTP/1.1 ones, and answers it when it cannot go on: HTTP/2
 // carries what HTTP/1.1 cannot (a method with spaces: h1.CheckRequest),
 // more than 100 fields in a small block (HPACK repeats an indexed one:
-// 431), and names with '_', which h1.Server leaves out (see parseFields in
-// lb/h1) and so does this.
+// 431), an Expect other than 100-continue (417), and names with '_', which
+// h1.Server leaves out (see parseFields in lb/h1) and so does this.
 func (b *Balancer) plainHTTP2(ex *exchange, r *http.Request) bool {
 	if err := h1.CheckRequest(r); err != nil {
 		ex.refuse(err)
@@ -221,6 +221,12 @@ func (b *Balancer) plainHTTP2(ex *exchange, r *http.Request) bool {
 		if strings.IndexByte(k, '_') >= 0 {
 			delete(r.Header, k)
 		}
+	}
+	if _, ok := r.Header["Expect"]; ok {
+		// net/http's HTTP/2 server takes 100-continue out; what is left is
+		// an expectation nothing here meets, as h1.Server answers it.
+		WriteError(&ex.rw, http.StatusExpectationFailed, "expectation failed: only 100-continue is supported")
+		return false
 	}
 	if n > h1.MaxFields {
 		WriteError(&ex.rw, http.StatusRequestHeaderFieldsTooLarge, "request header fields too large: more than "+strconv.Itoa(h1.MaxFields)+" fields")

@@ -303,6 +303,21 @@ func TestBalancer_LeavesOutNamesWithUnderscores(t *testing.T) {
 	}
 }
 
+// TestBalancer_HTTP2ExpectsOnly100Continue: an Expect other than
+// 100-continue is a 417 over HTTP/2 as over HTTP/1.1, never forwarded.
+// (Found by an attacker's review: it reached the backend.)
+func TestBalancer_HTTP2ExpectsOnly100Continue(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "from the backend, expect="+r.Header.Get("Expect"))
+	}))
+	defer be.Close()
+	f := startTLSBalancer(t, newBalancer(t, testConfig(t, be.URL), &logBuffer{}), true)
+	got := h2Exchange(t, strings.TrimPrefix(f.URL, "https://"), "GET", "/", "127.0.0.1", [2]string{"expect", "something"})
+	if !strings.Contains(got, "expectation failed") {
+		t.Fatalf("Expect: something over HTTP/2 got %q, want the balancer's 417", got)
+	}
+}
+
 // TestBalancer_HTTP2HasHTTP1sFieldLimit: more than 100 fields is a 431
 // over HTTP/2 as over HTTP/1.1, however small HPACK makes them. (Found by
 // an attacker's review: 1,700 fields from a block of 1,783 bytes reached
