@@ -608,3 +608,25 @@ func TestBalancer_OnlyWebSocketUpgradesPass(t *testing.T) {
 		}
 	}
 }
+
+// TestBalancer_DropsXRealIPFromAPeerWithoutAnAddress: a balancer served on
+// something other than TCP (a Unix socket: RemoteAddr "@") has no trusted
+// peer, so a client's X-Real-IP goes no further. (Found by a review of this
+// session's diff: the drop came after the return for such peers.)
+func TestBalancer_DropsXRealIPFromAPeerWithoutAnAddress(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "xri="+r.Header.Get("X-Real-IP"))
+	}))
+	defer be.Close()
+	cfg := testConfig(t, be.URL)
+	cfg.TrustedProxies = mustPrefixes(t, "0.0.0.0/0")
+	b := newBalancer(t, cfg, &logBuffer{})
+	r := httptest.NewRequest("GET", "/", nil)
+	r.RemoteAddr = "@"
+	r.Header.Set("X-Real-IP", "6.6.6.6")
+	w := httptest.NewRecorder()
+	b.ServeHTTP(w, r)
+	if got := w.Body.String(); got != "xri=" {
+		t.Fatalf("the backend answered %q, want no X-Real-IP", got)
+	}
+}

@@ -134,15 +134,15 @@ func (ex *exchange) rewrite(pr *httputil.ProxyRequest) {
 	}
 	peer := hostOnly(in.RemoteAddr)
 	ip, err := netip.ParseAddr(peer)
-	if err != nil {
-		return // not a TCP peer: nothing true to say about it
-	}
-	trusted := ex.pool.cfg.TrustedProxies.Contains(ip)
+	trusted := err == nil && ex.pool.cfg.TrustedProxies.Contains(ip)
 	if !trusted {
 		// ReverseProxy drops a client's Forwarded and X-Forwarded-*, but not
 		// X-Real-IP, which many backends read as the client's address (the
 		// nginx convention): from anyone but a trusted proxy it is made up.
 		delete(out.Header, "X-Real-Ip")
+	}
+	if err != nil {
+		return // not a TCP peer: nothing true to say about it
 	}
 	v := make([]string, 3)
 	v[0], v[1], v[2] = peer, in.Host, "http"

@@ -1,12 +1,14 @@
 package h1
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -116,5 +118,61 @@ func TestClient_BodyIdleIsASilenceNotATotal(t *testing.T) {
 	}
 	if d := time.Since(start); d < idle*3/2 {
 		t.Fatalf("the body took %s, less than the %s this test needs to show anything", d, idle*3/2)
+	}
+}
+
+// cancelledLater is a context whose Err says it was cancelled once end is
+// called, while its Done never closes: it holds open, for as long as a test
+// needs, the moment between a cancellation and the run of its AfterFunc.
+type cancelledLater struct {
+	context.Context
+	ended atomic.Bool
+}
+
+func (c *cancelledLater) end() { c.ended.Store(true) }
+
+func (c *cancelledLater) Err() error {
+	if c.ended.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestClient_NeverPoolsTheConnectionOfACancelledRequest: a body read to
+// its end after its request was cancelled, but before the cancellation's
+// abort ran, does not put the connection back in the pool: the abort may
+// yet set its deadlines in the past, and the peek before reuse does not
+// look at deadlines, so the next request would fail on it. (Found by a
+// review of this session's diff: armIdle aborts itself on a cancelled
+// context, and the connection then went back to the pool.)
+func TestClient_NeverPoolsTheConnectionOfACancelledRequest(t *testing.T) {
+	addr, conns := scriptedBackend(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	cl := NewClient(addr)
+	defer cl.Close()
+	ctx := &cancelledLater{Context: context.Background()}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/", nil)
+	resp, err := cl.RoundTrip(req, Timeouts{Response: 10 * time.Second, BodyIdle: time.Minute}, new(Scratch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx.end()
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	cl.idle.mu.Lock()
+	pooled := len(cl.idle.stack)
+	cl.idle.mu.Unlock()
+	if pooled != 0 {
+		t.Fatalf("the connection of a cancelled request went back to the pool")
+	}
+	req, _ = http.NewRequest("POST", "http://"+addr+"/", strings.NewReader("x"))
+	req.ContentLength = 1
+	resp, err = cl.RoundTrip(req, Timeouts{Response: 10 * time.Second}, new(Scratch))
+	if err != nil {
+		t.Fatalf("the next request: %v", err)
+	}
+	resp.Body.Close()
+	if n := conns.Load(); n != 2 {
+		t.Errorf("two requests took %d connections, want 2", n)
 	}
 }

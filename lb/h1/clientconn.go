@@ -535,7 +535,7 @@ func (b *respBody) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	if b.idle > 0 && (b.framing == respChunked || b.c.br.Buffered() == 0) {
+	if b.idle > 0 && (b.framing == respChunked || b.c.br.Buffered() == 0 && b.mayWait()) {
 		// This read may wait for the backend (a chunked one may, even with
 		// bytes buffered: the rest of a line or a chunk).
 		b.armIdle()
@@ -567,6 +567,12 @@ func (b *respBody) armIdle() {
 	if req := b.resp.Request; req != nil && req.Context().Err() != nil {
 		b.c.abort() // cancelled just before the deadline moved: keep it cancelled
 	}
+}
+
+// mayWait reports whether the body has bytes still to come: not an answer
+// without a body (HEAD, 204, 304) or a fixed one read to its end.
+func (b *respBody) mayWait() bool {
+	return b.framing == respUntilClose || b.framing == respFixed && b.left > 0
 }
 
 // readFraming reads the next part of the body as its framing says.
@@ -625,6 +631,14 @@ func (b *respBody) finish(complete bool) {
 	if !b.stop() {
 		// The request was cancelled and the abort has run or is running: the
 		// connection's deadline is in the past and it cannot be reused.
+		complete = false
+	}
+	if req := b.resp.Request; req != nil && req.Context().Err() != nil {
+		// The request was cancelled, and its abort may yet set the
+		// connection's deadlines in the past (a context's error is set
+		// before its AfterFunc runs, so stop may have returned true): the
+		// next request would fail on it at once. The peek before reuse does
+		// not look at deadlines.
 		complete = false
 	}
 	c := b.c

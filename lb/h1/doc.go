@@ -58,7 +58,7 @@
 // request asked to upgrade (to WebSocket: with the Sec-WebSocket-Accept
 // that answers its key); no interim answer announcing a body. HEAD,
 // 1xx, 204 and 304 answers have no body whatever their fields say; a 204
-// that announces one, or a 304 a chunked one, is the connection's last.
+// that announces one is the connection's last.
 // Anything else is refused: Client.RoundTrip fails with an *Error of
 // KindProtocol (the balancer answers 502), and the connection is closed.
 //

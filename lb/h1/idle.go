@@ -82,7 +82,9 @@ func (p *idleConns) closeStale(now time.Time) {
 	}
 	stale := make([]*clientConn, n)
 	copy(stale, p.stack[:n])
-	p.stack = append(p.stack[:0], p.stack[n:]...)
+	kept := copy(p.stack, p.stack[n:])
+	clear(p.stack[kept:]) // no closed connection (and its buffers) kept alive by the array
+	p.stack = p.stack[:kept]
 	p.mu.Unlock()
 	for _, c := range stale {
 		c.nc.Close()

@@ -85,6 +85,11 @@ func TestIdle_CloseStaleLetsGoOnlyTheStale(t *testing.T) {
 	if len(p.stack) != 2 || p.stack[0].nc != conns[2] || p.stack[1].nc != conns[3] {
 		t.Fatalf("the pool keeps %d connections, want the two fresh ones in order", len(p.stack))
 	}
+	for i, c := range p.stack[len(p.stack):cap(p.stack)] {
+		if c != nil {
+			t.Errorf("slot %d past the stack's end still holds a closed connection (and its buffers)", len(p.stack)+i)
+		}
+	}
 	p.closeStale(now) // nothing stale left: nothing changes
 	if len(p.stack) != 2 {
 		t.Fatalf("a second sweep left %d connections, want 2", len(p.stack))

@@ -126,14 +126,14 @@ func parseResponse(h []byte, method string, sc *Scratch) (parsedResponse, error)
 	switch {
 	case code < 200 || code == http.StatusNoContent || code == http.StatusNotModified || method == http.MethodHead:
 		p.framing = respNone
-		// A 1xx or 204 that announces a body, or a 304 a chunked one, says
-		// that bytes follow where HTTP allows none (RFC 9110 sections 6.4.1
-		// and 8.6). If they come late, after the check of the idle
-		// connection, they would be read as the next request's answer: an
-		// interim answer is refused, a final one is the connection's last.
-		// (A HEAD answer's fields describe the GET's body, and a 304's
-		// Content-Length the representation's: both are plain.)
-		if announced := codings == 1 || p.length > 0 && code != http.StatusNotModified; announced && method != http.MethodHead {
+		// A 1xx or 204 that announces a body says that bytes follow where
+		// HTTP allows none (RFC 9110 section 8.6, RFC 9112 section 6.1). If
+		// they come late, after the check of the idle connection, they
+		// would be read as the next request's answer: an interim answer is
+		// refused, a final one is the connection's last. (A HEAD answer's
+		// and a 304's fields describe the GET's body, as RFC 9112 section
+		// 6.1 allows: both are plain.)
+		if announced := codings == 1 || p.length > 0; announced && (code < 200 || code == http.StatusNoContent) {
 			if code < 200 && code != http.StatusSwitchingProtocols {
 				return p, protocolf("an interim (1xx) answer that announces a body")
 			}
