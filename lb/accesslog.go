@@ -121,7 +121,7 @@ func (l *lineLog) log(t time.Time, msg string, attrs []slog.Attr) {
 			b = append(b, ',')
 			b = appendJSONString(b, a.Key)
 			b = append(b, ':')
-			b = appendJSONValue(b, a.Value)
+			b = appendValue(b, a.Value, true)
 		}
 		b = append(b, "}\n"...)
 	} else {
@@ -134,7 +134,7 @@ func (l *lineLog) log(t time.Time, msg string, attrs []slog.Attr) {
 			b = append(b, ' ')
 			b = appendTextString(b, a.Key)
 			b = append(b, '=')
-			b = appendTextValue(b, a.Value)
+			b = appendValue(b, a.Value, false)
 		}
 		b = append(b, '\n')
 	}

@@ -69,32 +69,22 @@ func appendRFC3339Millis(b []byte, t time.Time) []byte {
 	return append(b[:n+prefix], b[n+prefix+1:]...)
 }
 
-func appendTextValue(b []byte, v slog.Value) []byte {
+// appendValue writes v as the access log's text format (json false) or
+// JSON writes it: numbers and booleans bare, durations as seconds, the rest
+// as a string quoted as the format quotes it.
+func appendValue(b []byte, v slog.Value, json bool) []byte {
 	switch v.Kind() {
-	case slog.KindString:
-		return appendTextString(b, v.String())
 	case slog.KindInt64:
 		return strconv.AppendInt(b, v.Int64(), 10)
 	case slog.KindDuration:
 		return appendSeconds(b, v.Duration())
 	case slog.KindBool:
 		return strconv.AppendBool(b, v.Bool())
+	}
+	if json {
+		return appendJSONString(b, v.String())
 	}
 	return appendTextString(b, v.String())
-}
-
-func appendJSONValue(b []byte, v slog.Value) []byte {
-	switch v.Kind() {
-	case slog.KindString:
-		return appendJSONString(b, v.String())
-	case slog.KindInt64:
-		return strconv.AppendInt(b, v.Int64(), 10)
-	case slog.KindDuration:
-		return appendSeconds(b, v.Duration())
-	case slog.KindBool:
-		return strconv.AppendBool(b, v.Bool())
-	}
-	return appendJSONString(b, v.String())
 }
 
 // appendSeconds writes d as seconds in decimal, exactly, with no trailing
